@@ -13,7 +13,8 @@ from django.db.models import Sum
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
-from . import keyring, views
+from . import clock, keyring, views
+from .conf import app_settings
 from .diagnose import relative, utc
 from .exceptions import ERROR_CODES
 from .forms import default_grace_hours
@@ -33,10 +34,6 @@ def anchor_of(key: Key) -> str:
     return ANCHORS.get(key.kind, "")
 
 
-def _ts(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
-
-
 def _newest_active(keys: list[Key], now: float) -> dict[str, float]:
     """kind -> creation time of its newest active key (the rotation moment)."""
     newest: dict[str, float] = {}
@@ -47,24 +44,34 @@ def _newest_active(keys: list[Key], now: float) -> dict[str, float]:
     return newest
 
 
+def _report_interval() -> str:
+    return f"workers report use every {int(app_settings.USAGE_FLUSH_SECONDS)} s"
+
+
 def _idle_note(key: Key, state: str, now: float, rotated_at: float | None) -> str:
-    """For a key in grace: is it still used, or safe to revoke?"""
+    """For a key in grace: what the counters know of its use, and no more."""
     if state != KeyState.GRACE:
         return ""
-    last = _ts(key.last_used)
+    last = clock.timestamp(key.last_used)
     if rotated_at is not None and (last is None or last < rotated_at):
-        return "Not used since the rotation — safe to revoke."
+        return (
+            f"No use recorded since the rotation ({relative(rotated_at, now)}); "
+            f"{_report_interval()}, so a use in the last interval may not show yet."
+        )
     if last is None:
-        return "Never used."
-    return f"Still in use (last used {relative(last, now)}) — update the signer before revoking."
+        return f"No use recorded yet; {_report_interval()}."
+    return (
+        f"Last use recorded {relative(last, now)}; {_report_interval()}. "
+        "Switch the signer to the active key before revoking."
+    )
 
 
 def key_row(key: Key, now: float, rotated_at: float | None = None) -> dict[str, Any]:
     state = key.state(now)
-    last = _ts(key.last_used)
-    stopped = _ts(key.revoked_at) or _ts(key.retired_at)
+    last = clock.timestamp(key.last_used)
+    stopped = clock.timestamp(key.revoked_at) or clock.timestamp(key.retired_at)
     if stopped is None and state == KeyState.RETIRED:
-        stopped = _ts(key.grace_until)
+        stopped = clock.timestamp(key.grace_until)
     return {
         "kid": key.kid,
         "kind": key.kind,
@@ -182,7 +189,7 @@ def revoke_warnings(key: Key, now: float) -> list[str]:
             "user_payload encrypted to this key can no longer be decrypted "
             "(payload_decryption_failed)."
         ]
-    last = _ts(key.last_used)
+    last = clock.timestamp(key.last_used)
     if last is not None:
         warnings.append(
             f"It was last used {relative(last, now)} ({key.use_count} verifications in total)."

@@ -15,9 +15,8 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, DURATIONS, app_settings
+from .conf import DEFAULTS, DURATIONS, JS_IDENTIFIER, app_settings
 
-_JS_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MIDDLEWARE = "chat_security.middleware.ChatSecurityMiddleware"
 
@@ -110,7 +109,7 @@ def _setting_errors(raw: Callable[[str], Any]) -> list[Error]:
                     "None disables the check.",
                 )
             )
-    if not (isinstance(raw("JS_VARIABLE"), str) and _JS_IDENTIFIER.fullmatch(raw("JS_VARIABLE"))):
+    if not (isinstance(raw("JS_VARIABLE"), str) and JS_IDENTIFIER.fullmatch(raw("JS_VARIABLE"))):
         errors.append(
             _error(
                 10, "JS_VARIABLE must be a JavaScript identifier.", 'The default is "ConvrsUser".'
@@ -235,4 +234,27 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Error | War
                     "Move it below the session and authentication middleware.",
                 )
             ]
+    return _cache_order_errors(stack, position)
+
+
+_UPDATE_CACHE = "django.middleware.cache.UpdateCacheMiddleware"
+_FETCH_CACHE = "django.middleware.cache.FetchFromCacheMiddleware"
+_CACHE = "django.middleware.cache.CacheMiddleware"
+_CACHE_HINT = (
+    f"Put {_UPDATE_CACHE} first, then the session and authentication middleware, "
+    f"then {_MIDDLEWARE}, and {_FETCH_CACHE} last."
+)
+
+
+def _cache_order_errors(stack: list[str], position: int) -> list[Error]:
+    """The site-wide cache must neither answer before the check nor store before we mark."""
+    if _FETCH_CACHE in stack[:position]:
+        # Its cached 200 would reach a revoked, expired or absent token unchecked.
+        return [_error(16, f"{_MIDDLEWARE} must come before {_FETCH_CACHE}.", _CACHE_HINT)]
+    if _UPDATE_CACHE in stack[position + 1 :]:
+        # It would store a protected response before this middleware marks it private.
+        return [_error(16, f"{_MIDDLEWARE} must come after {_UPDATE_CACHE}.", _CACHE_HINT)]
+    if _CACHE in stack:
+        # Fetches and stores at one place: either before the check or before the mark.
+        return [_error(16, f"{_MIDDLEWARE} cannot be ordered safely with {_CACHE}.", _CACHE_HINT)]
     return []

@@ -14,3 +14,8 @@ def now() -> float:
 def now_dt() -> datetime:
     """Current time as an aware UTC datetime (from :func:`now`)."""
     return datetime.fromtimestamp(now(), tz=UTC)
+
+
+def timestamp(value: datetime | None) -> float | None:
+    """An aware datetime (or None) as a POSIX timestamp (or None)."""
+    return value.timestamp() if value is not None else None

@@ -8,6 +8,7 @@ Every key is optional; the defaults below are the documented ones (README,
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -53,6 +54,11 @@ DEFAULTS: dict[str, Any] = {
     "USER_DATA_MAX_BYTES": 4096,
     "AGENT_DATA_MAX_ITEMS": 50,
 }
+
+#: What ``JS_VARIABLE`` must match (the check, and the tag before it writes a token).
+JS_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+#: The longest grace period the admin panel and the CLI accept, hours.
+MAX_GRACE_HOURS = 24 * 365
 
 DURATIONS = frozenset(
     {

@@ -11,10 +11,11 @@ from "this was never signed by us". Nothing here stores or logs the token.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from django.db import Error as DatabaseError
 
 from . import clock, identity, keyring, tokens
 from .exceptions import ERROR_CODES, HINTS, ChatSecurityError, KeyStoreUnavailable, TokenError
@@ -24,8 +25,6 @@ from .models import KeyKind, KeyState
 #: A token that expired (or starts) within this many seconds of "now" is
 #: more likely a clock difference between servers than a stale token.
 SKEW_WINDOW = 300
-#: Only for the "paste it as one line" hint; the verdict is always tokens.parse's.
-_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 #: Times above this are almost certainly milliseconds, not seconds.
 MILLISECONDS_THRESHOLD = 100_000_000_000
 
@@ -193,17 +192,25 @@ def _pretty(value: Any) -> str:
 # -- signer search ------------------------------------------------------------------
 
 
-def find_signer(parsed: tokens.ParsedToken, now: float) -> Signer | None:
-    """The key (any state) whose signature matches, or None."""
+def find_signer(
+    parsed: tokens.ParsedToken, now: float, unreadable: list[str] | None = None
+) -> Signer | None:
+    """The key (any state) whose signature matches, or None.
+
+    Retired and revoked keys are loaded from the store for this search only;
+    the kids of keys that cannot be decrypted are appended to ``unreadable``.
+    """
     kind = KIND_OF_ALGORITHM.get(parsed.header.get("alg"))
     if kind is None or not parsed.signature:
         return None
-    snap = keyring.get_snapshot()
-    entries = list(snap.by_kind.get(kind, ()))
-    named = snap.by_kid.get(parsed.header.get("kid") or "")
-    if named in entries:  # the kid is the likeliest candidate: try it first
-        entries.remove(named)
-        entries.insert(0, named)
+    try:
+        entries, failed = keyring.signer_entries(kind)
+    except DatabaseError as exc:
+        raise KeyStoreUnavailable("the chat key store cannot be read") from exc
+    if unreadable is not None:
+        unreadable.extend(failed)
+    kid = parsed.header.get("kid")
+    entries.sort(key=lambda e: e.kid != kid)  # the kid is the likeliest candidate: try it first
     try:
         entry = tokens.match_signature(parsed, entries)
     except TokenError:
@@ -336,7 +343,7 @@ def _hint_malformed(raw: str) -> list[str]:
         return ["Remove the 'Bearer ' prefix: paste only the token itself."]
     if raw[:1] in "\"'" or raw[-1:] in "\"'":
         return ["Remove the quotes around the token."]
-    if any(c.isspace() for c in raw) and _COMPACT.fullmatch("".join(raw.split())):
+    if any(c.isspace() for c in raw) and tokens.COMPACT_JWS.fullmatch("".join(raw.split())):
         return ["The token contains spaces or line breaks; paste it as one line."]
     if raw.count(".") == 4:
         return ["This looks like an encrypted JWE (five parts), not a signed JWT (three parts)."]
@@ -402,6 +409,7 @@ def _explain_failure(exc: TokenError, token: str, now: float) -> Diagnosis:
     diag = Diagnosis(
         valid=False, code=exc.code, explanation=ERROR_CODES[exc.code], detail=exc.detail
     )
+    unreadable: list[str] = []
     try:
         parsed = tokens.parse(token)
     except TokenError:
@@ -410,10 +418,15 @@ def _explain_failure(exc: TokenError, token: str, now: float) -> Diagnosis:
         diag.header, diag.claims = parsed.header, parsed.claims
         diag.times = time_facts(parsed.claims, now)
         try:
-            diag.signer = find_signer(parsed, now)
+            diag.signer = find_signer(parsed, now, unreadable)
         except KeyStoreUnavailable:
             diag.signer = None
     diag.hints = _hints(exc, diag, now, token)
+    if unreadable:
+        diag.hints.append(
+            f"Key(s) {', '.join(unreadable)} could not be checked: no ENCRYPTION_KEYS entry "
+            "decrypts them (see the reencrypt command)."
+        )
     return diag
 
 

@@ -13,10 +13,9 @@ from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
 
 from . import keys
-from .conf import app_settings
+from .conf import MAX_GRACE_HOURS, app_settings
 from .models import Key
 
-MAX_GRACE_HOURS = 24 * 365
 #: The tester accepts more than MAX_TOKEN_BYTES so that an oversized token gets
 #: the engine's token_too_large explanation rather than a form error.
 MAX_TESTED_TOKEN = 64 * 1024

@@ -2,7 +2,8 @@
 
 ``preview`` is the pure rule set: what a token's claims would give the
 contact and what was dropped, and why. ``contact_for`` applies it to the
-database, once per token. ``delete_contact`` is the one deletion path the CLI
+database, once per token and never over data from a newer token (by ``iat``,
+then ``exp``). ``delete_contact`` is the one deletion path the CLI
 and the admin share. The decrypted ``user_payload`` (``private``) is never
 written anywhere by this module; ``preview`` reports only its key names.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 from typing import Any
 from urllib.parse import quote
@@ -263,7 +265,46 @@ def token_stamp(claims: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _assign(contact: Contact, fields: dict[str, Any], stamp: str) -> None:
+def _seconds(value: Any) -> float | None:
+    if type(value) not in (int, float):
+        return None  # absent, or not a number (bool included): no time
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def token_time(claims: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The token's ``(iat, exp)`` in seconds; None for a claim it lacks."""
+    return _seconds(claims.get("iat")), _seconds(claims.get("exp"))
+
+
+def is_newer(time: tuple[float | None, float | None], contact: Contact) -> bool:
+    """Whether a token of ``time`` = (iat, exp) may overwrite ``contact``'s data.
+
+    Newer means a later ``iat``, or the same ``iat`` and a later ``exp``. A claim
+    the token lacks counts as the oldest time: a token without ``iat`` never
+    overwrites data from one with ``iat``, and is ordered against other tokens
+    without it by ``exp``. When neither the token nor the one applied last has
+    either claim nothing orders them, and each new token is applied (once).
+    """
+    held = (contact.token_iat, contact.token_exp)
+    if time == (None, None) and held == (None, None):
+        return True
+    return _order(time) > _order(held)
+
+
+def _order(time: tuple[float | None, float | None]) -> tuple[float, float]:
+    iat, exp = time
+    return (-math.inf if iat is None else iat, -math.inf if exp is None else exp)
+
+
+def _applies(contact: Contact, claims: dict[str, Any], stamp: str) -> bool:
+    return contact.last_token != stamp and is_newer(token_time(claims), contact)
+
+
+def _assign(contact: Contact, fields: dict[str, Any], stamp: str, claims: dict[str, Any]) -> None:
     for name in _FIELDS:
         if name in fields:
             setattr(contact, name, fields[name])
@@ -272,6 +313,7 @@ def _assign(contact: Contact, fields: dict[str, Any], stamp: str) -> None:
     if "agent_data" in fields:
         contact.agent_data = fields["agent_data"]
     contact.last_token = stamp
+    contact.token_iat, contact.token_exp = token_time(claims)
     contact.updated_at = clock.now_dt()
 
 
@@ -284,9 +326,9 @@ def _apply(user_id: str, claims: dict[str, Any], stamp: str, retry: bool = True)
                 contact = Contact(user_id=user_id, created_at=clock.now_dt())
             elif contact.anonymous:
                 return None
-            elif contact.last_token == stamp:
-                return contact  # another request applied this token meanwhile
-            _assign(contact, fields, stamp)
+            elif not _applies(contact, claims, stamp):
+                return contact  # another request applied this or a newer token meanwhile
+            _assign(contact, fields, stamp, claims)
             contact.save()
     except IntegrityError:
         # Created by a concurrent first request: apply on top of that row.
@@ -316,9 +358,13 @@ def _anonymous_contact(anonymous_id: Any) -> Contact | None:
 def contact_for(identity: Any) -> Contact | None:
     """The contact of a ``ChatIdentity``, created or updated from its token.
 
-    A verified identity's token is applied on its first request only: later
-    requests with the same token cost one SELECT and no write. Anonymous
-    visitors with a cookie id get an ``anonymous`` contact; without one, None.
+    A verified identity's token is applied on its first request only, and
+    only when it is newer than the token applied last (:func:`is_newer`: by
+    ``iat``, then ``exp``; a token without ``iat`` counts as the oldest), so
+    two devices with live tokens cannot take turns overwriting each other.
+    Later requests with the same token, or with an older one, cost one SELECT
+    and no write. Anonymous visitors with a cookie id get an ``anonymous``
+    contact; without one, None.
     """
     user_id = getattr(identity, "user_id", None)
     if getattr(identity, "anonymous", True) or not isinstance(user_id, str) or not user_id:
@@ -330,7 +376,7 @@ def contact_for(identity: Any) -> Contact | None:
     claims = claims if isinstance(claims, dict) else {}
     stamp = token_stamp(claims)
     contact = Contact.objects.filter(user_id=user_id).first()
-    if contact is not None and (contact.anonymous or contact.last_token == stamp):
+    if contact is not None and (contact.anonymous or not _applies(contact, claims, stamp)):
         return None if contact.anonymous else contact
     return _apply(user_id, claims, stamp)
 

@@ -1,16 +1,34 @@
 """The key store's read side: a parsed, per-process snapshot.
 
-Verifying a token must not query the database. The snapshot holds every key
-parsed once (HMAC secrets decrypted, RSA public keys loaded; service private
-keys loaded on first use) plus the mode and user revocations. It is rebuilt
-when this process changes a key (signals) and, for changes made by other
-processes, when ``SecurityConfig.version`` moved — checked at most every
-``KEY_CACHE_SECONDS``. Usage counters live in memory and are written to the
-database at most every ``USAGE_FLUSH_SECONDS``.
+Verifying a token must not query the database. The snapshot holds the mode,
+the user revocations and every key's metadata; only keys that can still verify
+or decrypt carry their material (HMAC secrets decrypted, RSA public keys
+loaded, service private keys decrypted on first use). Retired and revoked
+keys keep no material in memory, so one of them that no configured
+``ENCRYPTION_KEYS`` entry can decrypt any more costs nothing; the admin's
+tester loads such keys on demand (:func:`signer_entries`).
+
+How a process learns of a change (STYLE habit 10):
+
+* made by this process: the snapshot is dropped when the change commits
+  (``invalidate``, from the model signals);
+* made anywhere else: every writer bumps ``SecurityConfig.version`` inside its
+  own transaction (``models.store_changed``); :func:`get_snapshot` compares
+  that version with its snapshot's at most every ``KEY_CACHE_SECONDS`` — one
+  small query per interval, never one per request — and rebuilds on a change;
+* the end of a grace period needs no writer: the snapshot is rebuilt at the
+  first check after the earliest such moment, which drops the material of
+  keys that stopped being usable.
+
+Usage counters live in memory and are written out at most every
+``USAGE_FLUSH_SECONDS``, in a transaction of their own, and at exit.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,13 +37,16 @@ from typing import Any
 
 from django.db import Error as DjangoDBError  # DatabaseError and InterfaceError alike
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, Greatest
 from joserfc.jwk import RSAKey
 
 from . import clock, keys
 from .conf import app_settings
 from .exceptions import ChatSecurityError, KeyStoreUnavailable
 from .models import Key, KeyKind, KeyState, RevokedUser, SecurityConfig, TrafficStat, key_state
+
+logger = logging.getLogger("chat_security.keyring")
 
 ALGORITHM_OF_KIND = {KeyKind.SECRET: "HS256", KeyKind.PUBLIC_KEY: "RS256"}
 KIND_OF_ALGORITHM = {"HS256": KeyKind.SECRET, "RS256": KeyKind.PUBLIC_KEY}
@@ -42,6 +63,8 @@ class KeyEntry:
     grace_until: float | None
     retired_at: float | None
     revoked_at: float | None
+    #: usable, but no configured ENCRYPTION_KEYS entry decrypts its material
+    unreadable: bool = False
     _encrypted_private: str = ""
     _private_key: Any = None
 
@@ -73,48 +96,103 @@ class Snapshot:
     by_kid: dict[str, KeyEntry] = field(default_factory=dict)
     by_kind: dict[str, list[KeyEntry]] = field(default_factory=dict)
     revoked_users: dict[str, float] = field(default_factory=dict)
+    #: the next moment a key leaves its grace period: rebuild then
+    rebuild_at: float = math.inf
+    #: until when some secret or public key can verify (-inf: none can)
+    verifiable_until: float = -math.inf
+
+    def can_verify(self, now: float) -> bool:
+        """Whether any key could verify a token at ``now`` (service keys only decrypt)."""
+        return now < self.verifiable_until
 
     def usable(self, kind: str, now: float) -> list[KeyEntry]:
         return [k for k in self.by_kind.get(kind, ()) if k.usable(now)]
 
 
-def _ts(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
+def _holds_material(key: Key, now: float) -> bool:
+    """Whether the key can still verify or decrypt (its state never goes back)."""
+    if key.revoked_at is not None:
+        return False
+    end = clock.timestamp(key.retired_at) or clock.timestamp(key.grace_until)
+    return end is None or end > now
 
 
-def _entry(key: Key) -> KeyEntry:
-    verify_key: Any = None
-    encrypted_private = ""
-    if key.kind == KeyKind.SECRET:
-        verify_key = keys.decrypt(key.encrypted_material).encode("utf-8")
-    elif key.kind == KeyKind.PUBLIC_KEY:
-        verify_key = keys.load_public_pem(key.public_pem)
-    else:
-        encrypted_private = key.encrypted_material
-    return KeyEntry(
+def _entry(key: Key, now: float) -> KeyEntry:
+    entry = KeyEntry(
         kid=key.kid,
         kind=key.kind,
-        verify_key=verify_key,
+        verify_key=None,
         created_at=key.created_at.timestamp(),
-        grace_until=_ts(key.grace_until),
-        retired_at=_ts(key.retired_at),
-        revoked_at=_ts(key.revoked_at),
-        _encrypted_private=encrypted_private,
+        grace_until=clock.timestamp(key.grace_until),
+        retired_at=clock.timestamp(key.retired_at),
+        revoked_at=clock.timestamp(key.revoked_at),
     )
+    if not _holds_material(key, now):
+        return entry
+    if key.kind == KeyKind.SERVICE_KEY:
+        entry._encrypted_private = key.encrypted_material
+        return entry
+    try:
+        entry.verify_key = _verify_key(key)
+    except (ChatSecurityError, ValueError):
+        # Fail closed for this key only: tokens it would have verified get 503,
+        # every other key keeps working.
+        entry.unreadable = True
+        logger.error(
+            "web chat key %s cannot be loaded (check ENCRYPTION_KEYS; see reencrypt)", key.kid
+        )
+    return entry
+
+
+def _verify_key(key: Key) -> Any:
+    if key.kind == KeyKind.SECRET:
+        return keys.decrypt(key.encrypted_material).encode("utf-8")
+    return keys.load_public_pem(key.public_pem)
 
 
 def _build() -> Snapshot:
+    # The version is read before the keys: a change committed in between makes
+    # the snapshot newer than its version, so the next check rebuilds it again.
     config = SecurityConfig.objects.filter(pk=1).values("enabled", "version").first()
     snap = Snapshot(
         version=config["version"] if config else 0,
         enabled=config["enabled"] if config else True,
     )
+    now = clock.now()
     for key in Key.objects.order_by("-created_at"):
-        entry = _entry(key)
+        entry = _entry(key, now)
         snap.by_kid[entry.kid] = entry
         snap.by_kind.setdefault(entry.kind, []).append(entry)
+        if entry.revoked_at is None:
+            for end in (entry.retired_at, entry.grace_until):
+                if end is not None and end > now:
+                    snap.rebuild_at = min(snap.rebuild_at, end)
+        if entry.kind != KeyKind.SERVICE_KEY and (entry.verify_key is not None or entry.unreadable):
+            end = entry.retired_at or entry.grace_until or math.inf
+            snap.verifiable_until = max(snap.verifiable_until, end)
     snap.revoked_users = {r.user_id: r.revoked_at.timestamp() for r in RevokedUser.objects.all()}
     return snap
+
+
+def signer_entries(kind: str) -> tuple[list[KeyEntry], list[str]]:
+    """Every key of ``kind`` with its material, for the tester's "which key signed this?".
+
+    Retired and revoked keys are loaded here, on demand, never kept. Returns
+    the entries that could be loaded and the kids of those that could not
+    (reported to the admin, never fatal).
+    """
+    entries, unreadable = [], []
+    now = clock.now()
+    for key in Key.objects.filter(kind=kind).order_by("-created_at"):
+        entry = _entry(key, now)
+        if entry.verify_key is None:
+            try:
+                entry.verify_key = _verify_key(key)
+            except (ChatSecurityError, ValueError):
+                unreadable.append(key.kid)
+                continue
+        entries.append(entry)
+    return entries, unreadable
 
 
 class _State:
@@ -125,6 +203,7 @@ class _State:
     last_use: dict[str, float] = {}
     traffic: dict[tuple[int, str], int] = {}
     flushed_at: float = time.monotonic()
+    flush_deferred: bool = False
 
 
 def get_snapshot() -> Snapshot:
@@ -134,7 +213,7 @@ def get_snapshot() -> Snapshot:
     if snap is not None and mono - _State.checked_at < app_settings.KEY_CACHE_SECONDS:
         return snap
     try:
-        if snap is not None:
+        if snap is not None and clock.now() < snap.rebuild_at:
             version = SecurityConfig.objects.filter(pk=1).values_list("version", flat=True).first()
             if (version or 0) == snap.version:
                 _State.checked_at = mono
@@ -147,16 +226,22 @@ def get_snapshot() -> Snapshot:
     return snap
 
 
-def invalidate(**_kwargs: Any) -> None:
-    """Drop this process's snapshot and tell other processes (after commit)."""
+def _drop_snapshot() -> None:
     _State.snapshot = None
 
-    def bump() -> None:
-        SecurityConfig.objects.get_or_create(pk=1)
-        SecurityConfig.objects.filter(pk=1).update(version=F("version") + 1)
-        _State.snapshot = None
 
-    transaction.on_commit(bump)
+def invalidate(**_kwargs: Any) -> None:
+    """This process forgets its snapshot now and again when the change commits.
+
+    Other processes need nothing from here: ``models.store_changed`` moved the
+    version inside the writer's transaction.
+    """
+    _State.snapshot = None
+    transaction.on_commit(_drop_snapshot)
+
+
+def _flush_due() -> bool:
+    return time.monotonic() - _State.flushed_at >= app_settings.USAGE_FLUSH_SECONDS
 
 
 def record_use(kid: str) -> None:
@@ -164,7 +249,7 @@ def record_use(kid: str) -> None:
     with _State.lock:
         _State.usage[kid] = _State.usage.get(kid, 0) + 1
         _State.last_use[kid] = clock.now()
-    if time.monotonic() - _State.flushed_at >= app_settings.USAGE_FLUSH_SECONDS:
+    if _flush_due():
         flush_usage()
 
 
@@ -174,34 +259,93 @@ def record_traffic(outcome: str) -> None:
     with _State.lock:
         bucket = (hour, outcome)
         _State.traffic[bucket] = _State.traffic.get(bucket, 0) + 1
-    if time.monotonic() - _State.flushed_at >= app_settings.USAGE_FLUSH_SECONDS:
+    if _flush_due():
         flush_usage()
 
 
-def flush_usage() -> None:
-    """Write in-memory usage and traffic counters out (one UPDATE per key/bucket)."""
+def flush_usage() -> bool:
+    """Write in-memory usage and traffic counters out; True if they were written.
+
+    The write runs in a transaction of its own, never inside the caller's:
+    inside ``ATOMIC_REQUESTS`` or an outer ``atomic`` a failed write would
+    break the rest of the request, and a successful one would hold the key
+    rows' locks until the request commits. There it is deferred to run after
+    the outer transaction commits (``on_commit``); counters stay in memory
+    until a flush succeeds. ``last_used`` only moves forward (``Greatest``),
+    whatever order workers flush in.
+    """
     with _State.lock:
         usage, last_use, traffic = _State.usage, _State.last_use, _State.traffic
         _State.usage, _State.last_use, _State.traffic = {}, {}, {}
         _State.flushed_at = time.monotonic()
+    if not (usage or traffic):
+        return True
+    written = False
     try:
-        for kid, count in usage.items():
-            Key.objects.filter(kid=kid).update(
-                use_count=F("use_count") + count,
-                last_used=datetime.fromtimestamp(last_use[kid], tz=UTC),
-            )
-        for (hour, outcome), count in traffic.items():
-            when = datetime.fromtimestamp(hour * 3600, tz=UTC)
-            stat, _created = TrafficStat.objects.get_or_create(hour=when, outcome=outcome)
-            TrafficStat.objects.filter(pk=stat.pk).update(count=F("count") + count)
+        # durable: Django refuses to nest it inside the caller's transaction.
+        with transaction.atomic(durable=True):
+            _write_counters(usage, last_use, traffic)
+        written = True
+    except RuntimeError:
+        _defer_flush()
     except DjangoDBError:
-        # Counters are advisory; never fail a request for them. Keep the counts.
-        with _State.lock:
-            for kid, count in usage.items():
-                _State.usage[kid] = _State.usage.get(kid, 0) + count
-                _State.last_use.setdefault(kid, last_use[kid])
-            for bucket, count in traffic.items():
-                _State.traffic[bucket] = _State.traffic.get(bucket, 0) + count
+        pass  # counters are advisory; never fail a request for them
+    if not written:
+        _restore(usage, last_use, traffic)
+    return written
+
+
+def _restore(
+    usage: dict[str, int], last_use: dict[str, float], traffic: dict[tuple[int, str], int]
+) -> None:
+    with _State.lock:
+        for kid, count in usage.items():
+            _State.usage[kid] = _State.usage.get(kid, 0) + count
+            _State.last_use[kid] = max(_State.last_use.get(kid, 0.0), last_use[kid])
+        for bucket, count in traffic.items():
+            _State.traffic[bucket] = _State.traffic.get(bucket, 0) + count
+
+
+def _defer_flush() -> None:
+    """Called inside someone's transaction: flush once it has committed."""
+    with _State.lock:
+        if _State.flush_deferred:
+            return
+        _State.flush_deferred = True
+    transaction.on_commit(_deferred_flush)
+
+
+def _deferred_flush() -> None:
+    _State.flush_deferred = False
+    flush_usage()
+
+
+def _write_counters(
+    usage: dict[str, int], last_use: dict[str, float], traffic: dict[tuple[int, str], int]
+) -> None:
+    for kid, count in usage.items():
+        when = Value(datetime.fromtimestamp(last_use[kid], tz=UTC))
+        Key.objects.filter(kid=kid).update(
+            use_count=F("use_count") + count,
+            # SQLite's MAX() is NULL if an argument is: never used → our time.
+            last_used=Greatest(Coalesce("last_used", when), when),
+        )
+    for (hour, outcome), count in traffic.items():
+        at = datetime.fromtimestamp(hour * 3600, tz=UTC)
+        stat, _created = TrafficStat.objects.get_or_create(hour=at, outcome=outcome)
+        TrafficStat.objects.filter(pk=stat.pk).update(count=F("count") + count)
+
+
+def _flush_at_exit() -> None:
+    """A worker that stops reports what it counted (a crash loses one interval at most)."""
+    try:
+        if _State.usage or _State.traffic:
+            flush_usage()
+    except Exception:  # noqa: BLE001 — the interpreter is going away; never raise here
+        logger.debug("usage counters not written at exit", exc_info=True)
+
+
+atexit.register(_flush_at_exit)
 
 
 def reset() -> None:
@@ -213,3 +357,4 @@ def reset() -> None:
         _State.snapshot = None
         _State.usage, _State.last_use, _State.traffic = {}, {}, {}
         _State.flushed_at = time.monotonic()
+        _State.flush_deferred = False

@@ -85,6 +85,27 @@ def decrypt(ciphertext: str) -> str:
         ) from exc
 
 
+def decrypting_key(ciphertext: str) -> int | None:
+    """Position in the configured keys of the one that decrypts ``ciphertext``, or None."""
+    for position, material in enumerate(encryption_materials()):
+        try:
+            Fernet(_derive_fernet_key(material)).decrypt(ciphertext.encode())
+        except InvalidToken:
+            continue
+        return position
+    return None
+
+
+def encryption_key_ids() -> list[str]:
+    """A short, non-secret id per configured key (to tell them apart in reports)."""
+    return [hashlib.sha256(_derive_fernet_key(m)).hexdigest()[:12] for m in encryption_materials()]
+
+
+def generate_encryption_key() -> str:
+    """A new random value fit for ENCRYPTION_KEYS (256 bits, base64url)."""
+    return secrets.token_urlsafe(32)
+
+
 def reencrypt(ciphertext: str) -> str:
     """Re-encrypt under the first key (after ENCRYPTION_KEYS rotation)."""
     return _fernet(tuple(encryption_materials())).rotate(ciphertext.encode()).decode()

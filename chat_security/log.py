@@ -28,15 +28,32 @@ SENSITIVE_KEYS = frozenset({"private", "user_payload"})
 REDACTED = "[redacted]"
 REDACTED_TOKEN = "[redacted token]"
 
+# Every pattern here runs on every record of the package, so each must stay linear
+# in the length of the text: a match may only start where a segment starts (the
+# lookbehind), and possessive quantifiers never hand back what they consumed, so
+# a failed attempt costs its own length once instead of once per retry.
 _SEGMENT = r"[A-Za-z0-9_-]"
 # Three (JWS) or five (JWE) dot-separated base64url segments.
-_COMPACT = re.compile(rf"{_SEGMENT}{{4,}}(?:\.{_SEGMENT}*){{2,4}}")
-# Any long base64url run that starts like an encoded JSON object ('{"').
-_JSON_B64 = re.compile(rf"eyJ{_SEGMENT}{{12,}}(?:\.{_SEGMENT}*)*")
+_COMPACT = re.compile(rf"(?<!{_SEGMENT}){_SEGMENT}{{4,}}+(?:\.{_SEGMENT}*+){{2,4}}+")
+# Any long base64url run that starts like an encoded JSON object ('{"'), even
+# inside a longer run ("user_payload_eyJ…"): an attempt fails within 15
+# characters or consumes the whole run, so this one needs no lookbehind.
+_JSON_B64 = re.compile(rf"eyJ{_SEGMENT}{{12,}}+(?:\.{_SEGMENT}*+)*+")
 _KEY_VALUE = re.compile(
-    r"""(?<![A-Za-z0-9_])(?P<q>['"]?)(?:private|user_payload)(?P=q)\s*[:=]\s*"""
+    r"""(?<![A-Za-z0-9_])(?P<q>['"]?)(?:private|user_payload)(?P=q)\s*+[:=]\s*+"""
 )
-_CLOSERS = {"{": "}", "[": "]", "(": ")"}
+# The value after "private=": a quoted string (backslash escapes; unterminated
+# runs to the end), a bracketed structure, or a bare word.
+_STRINGS = {q: rf"{q}(?:[^{q}\\]++|\\(?s:.)?)*+{q}?" for q in ("'", '"')}
+_QUOTED = {q: re.compile(pattern) for q, pattern in _STRINGS.items()}
+_BARE = re.compile(r"[^\s,;)}\]]*+")
+# Inside brackets only these matter; runs of openers or closers count at once.
+# A structure still open after _MAX_VALUE characters is redacted to the end of
+# the text, so a hostile line costs at most that many steps of the Python loop.
+_MAX_VALUE = 64 * 1024
+_BRACKET_EVENT = re.compile(
+    "|".join([r"(?P<open>[{(\[]++)", r"(?P<close>[)}\]]++)", *_STRINGS.values()])
+)
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
     "asctime",
@@ -66,31 +83,23 @@ def _value_end(text: str, start: int) -> int:
     if start >= len(text):
         return start
     opener = text[start]
-    if opener in "'\"":
-        i = start + 1
-        while i < len(text) and text[i] != opener:
-            i += 2 if text[i] == "\\" else 1
-        return min(i + 1, len(text))
-    if opener in _CLOSERS:
-        depth, i, quote = 0, start, ""
-        while i < len(text):
-            ch = text[i]
-            if quote:
-                if ch == "\\":
-                    i += 1
-                elif ch == quote:
-                    quote = ""
-            elif ch in "'\"":
-                quote = ch
-            elif ch in _CLOSERS:
-                depth += 1
-            elif ch in _CLOSERS.values():
-                depth -= 1
-                if depth == 0:
-                    return i + 1
-            i += 1
-        return len(text)  # unbalanced: redact to the end, never leak the tail
-    match = re.compile(r"[^\s,;)}\]]*").match(text, start)
+    if opener in _QUOTED:
+        return _end(_QUOTED[opener].match(text, start), start)
+    if opener in "{[(":
+        depth = 0
+        for event in _BRACKET_EVENT.finditer(text, start, start + _MAX_VALUE):
+            run = event.end() - event.start()
+            if event.lastgroup == "open":
+                depth += run
+            elif event.lastgroup == "close":
+                if run >= depth:
+                    return event.start() + depth
+                depth -= run
+        return len(text)  # unbalanced or too long: redact to the end, never leak the tail
+    return _end(_BARE.match(text, start), start)
+
+
+def _end(match: re.Match[str] | None, start: int) -> int:
     return match.end() if match else start
 
 
@@ -99,13 +108,11 @@ def scrub_text(text: str) -> str:
     text = _COMPACT.sub(_token_sub, text)
     text = _JSON_B64.sub(REDACTED_TOKEN, text)
     out, pos = [], 0
-    for match in _KEY_VALUE.finditer(text):
-        if match.start() < pos:
-            continue
-        end = _value_end(text, match.end())
+    # Search on from the end of each redacted value: nothing inside it is looked at twice.
+    while (match := _KEY_VALUE.search(text, pos)) is not None:
         out.append(text[pos : match.end()])
         out.append(REDACTED)
-        pos = end
+        pos = _value_end(text, match.end())
     out.append(text[pos:])
     return "".join(out)
 

@@ -19,11 +19,10 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
-from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.utils.cache import patch_vary_headers
 
-from . import keyring, tokens
+from . import clock, keyring, tokens
 from .conf import app_settings
 from .exceptions import ERROR_CODES, KeyStoreUnavailable, TokenError
 from .identity_types import ChatIdentity
@@ -54,18 +53,11 @@ GetResponse = Callable[[HttpRequest], HttpResponseBase | Awaitable[HttpResponseB
 
 @lru_cache(maxsize=1)
 def protected_prefixes() -> tuple[str, ...]:
+    """``PROTECTED_PATHS`` as a tuple for ``str.startswith``; signals.py clears it."""
     paths = app_settings.PROTECTED_PATHS
     if isinstance(paths, str):
         paths = [paths]
     return tuple(str(p) for p in paths if p)
-
-
-def _settings_changed(setting: str, **kwargs: Any) -> None:
-    if setting == "CHAT_SECURITY":
-        protected_prefixes.cache_clear()
-
-
-setting_changed.connect(_settings_changed, dispatch_uid="chat_security.middleware.prefixes")
 
 
 def is_protected(path: str) -> bool:
@@ -215,7 +207,11 @@ def _count(outcome: str) -> None:
 
 
 class ChatSecurityMiddleware:
-    """Verifies chat API requests; see SPEC §5. Place it after the session and auth middleware."""
+    """Verifies chat API requests; see SPEC §5.
+
+    Place it after the session and auth middleware (and UpdateCacheMiddleware),
+    before FetchFromCacheMiddleware: ``manage.py check`` (E016) says so otherwise.
+    """
 
     sync_capable = True
     async_capable = True
@@ -271,8 +267,13 @@ class ChatSecurityMiddleware:
         return None
 
     def identify(self, request: HttpRequest) -> ChatIdentity:
-        token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
         snapshot = keyring.get_snapshot()
+        if snapshot.enabled and not snapshot.can_verify(clock.now()):
+            # SPEC §5: until a key exists, that is the one thing to fix, token or not.
+            raise TokenError(
+                "security_not_configured", "no usable signing secret or public key exists yet"
+            )
+        token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
         if token is None:
             if snapshot.enabled:
                 raise TokenError("missing_token")
@@ -293,4 +294,10 @@ class ChatSecurityMiddleware:
         if new_id:
             set_anonymous_cookie(request, response, new_id)
         if protected:
+            # Only the token's holder may see this: no shared cache (a CDN, Django's
+            # cache middleware) may keep it and answer a later request before the check.
+            make_private(response)
             patch_vary_headers(response, ("Authorization",))
+            # Set here, not in check(): FetchFromCacheMiddleware placed after us
+            # re-arms the flag on a cache miss.
+            request._cache_update_cache = False  # type: ignore[attr-defined]

@@ -8,10 +8,12 @@ admin panel and the CLI both call them.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Any
 
 from django.db import models, transaction
 from django.db.models import F
+from django.dispatch import Signal
 from django.utils.translation import gettext_lazy as _
 
 from . import clock, keys
@@ -38,6 +40,14 @@ class SecurityConfig(models.Model):
     def __str__(self) -> str:
         return f"Web chat security {'on' if self.enabled else 'off'}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Never write back a version read earlier: only store_changed() moves it.
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if f.name not in ("id", "version")
+            ]
+        super().save(*args, **kwargs)
+
     @classmethod
     def load(cls) -> SecurityConfig:
         obj, _created = cls.objects.get_or_create(pk=1)
@@ -45,13 +55,15 @@ class SecurityConfig(models.Model):
 
     @classmethod
     def set_enabled(cls, enabled: bool, actor: str = "") -> SecurityConfig:
-        obj = cls.load()
-        obj.enabled = enabled
-        obj.changed_at = clock.now_dt()
-        obj.changed_by = actor
-        obj.save()
-        AuditEntry.record(actor, "security_on" if enabled else "security_off")
-        return obj
+        """Turn security on or off; in force on every worker within KEY_CACHE_SECONDS."""
+        with transaction.atomic():
+            store_changed()
+            # Only the fields this change owns: the version is never written back.
+            cls.objects.filter(pk=1).update(
+                enabled=enabled, changed_at=clock.now_dt(), changed_by=actor
+            )
+            AuditEntry.record(actor, "security_on" if enabled else "security_off")
+        return cls.load()
 
 
 class KeyKind(models.TextChoices):
@@ -80,24 +92,36 @@ def key_state(
     return KeyState.ACTIVE
 
 
-def _ts(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
+def store_changed() -> None:
+    """Record a change to the key store: call first thing inside its transaction.
 
+    Every writer of keys, user revocations or the mode goes through here. It
+    does two jobs with one UPDATE of the SecurityConfig row:
 
-def _lock_store() -> None:
-    """Serialise changes to the key store; call first thing inside the transaction.
-
-    Without it two concurrent rotations both see the same active secret (or
-    none) and each creates one: two active secrets. ``select_for_update`` alone
-    cannot help (PostgreSQL skips a row that stopped matching; SQLite ignores
-    it), so every change first writes the SecurityConfig row: PostgreSQL makes
-    the next writer wait for the row lock, SQLite for the database write lock
-    (busy timeout), and the waiter then reads what the first one committed.
+    * **Propagation.** ``version`` goes up by one *in the writer's own
+      transaction*, so the new version becomes visible exactly when the change
+      does: committed together, or rolled back together. Other processes
+      compare it with their snapshot's version (``keyring.get_snapshot``);
+      nothing is deferred to ``on_commit``, so a crash after the commit
+      cannot lose the signal, and no writer ever writes back a version it
+      read earlier (``F("version") + 1``, never ``save()`` of the whole row).
+    * **Serialisation.** The UPDATE takes the row lock (PostgreSQL) or the
+      database write lock (SQLite) until the transaction ends, so two
+      concurrent rotations run one after the other and the second sees the
+      first's secret: never two active secrets. ``select_for_update`` alone
+      cannot do this (PostgreSQL skips a row that stopped matching; SQLite
+      ignores it).
     """
     config = SecurityConfig.objects.filter(pk=1)
-    if not config.update(version=F("version")):
+    if not config.update(version=F("version") + 1):
         SecurityConfig.objects.get_or_create(pk=1)
-        config.update(version=F("version"))
+        config.update(version=F("version") + 1)
+    key_store_changed.send(sender=SecurityConfig)
+
+
+#: Sent by :func:`store_changed`, inside the writer's transaction; the keyring
+#: drops this process's snapshot when it commits.
+key_store_changed = Signal()
 
 
 class KeyManager(models.Manager["Key"]):
@@ -112,7 +136,7 @@ class KeyManager(models.Manager["Key"]):
     def generate_secret(self, actor: str = "") -> tuple[Key, str]:
         """Create the first active secret; returns ``(key, secret)`` — the only clear copy."""
         with transaction.atomic():
-            _lock_store()
+            store_changed()
             if self._lock_active(KeyKind.SECRET):
                 raise KeyStateError(
                     "an active signing secret already exists; use rotate-secret to replace it"
@@ -122,7 +146,7 @@ class KeyManager(models.Manager["Key"]):
     def rotate_secret(self, grace: float | None = None, actor: str = "") -> tuple[Key, str]:
         """New active secret; the old one stays usable for ``grace`` seconds."""
         with transaction.atomic():
-            _lock_store()
+            store_changed()
             self._retire(self._lock_active(KeyKind.SECRET), grace)
             return self._create_secret(actor, "rotate_secret")
 
@@ -130,7 +154,7 @@ class KeyManager(models.Manager["Key"]):
         """New active service key pair; an existing active one goes into grace."""
         private_pem, info = keys.generate_service_keypair()
         with transaction.atomic():
-            _lock_store()
+            store_changed()
             self._retire(self._lock_active(KeyKind.SERVICE_KEY), grace)
             key = self.create(
                 kind=KeyKind.SERVICE_KEY,
@@ -149,7 +173,7 @@ class KeyManager(models.Manager["Key"]):
         info = keys.parse_public_key(text)
         kid = kid or info.jwk_kid or info.thumbprint
         with transaction.atomic():
-            _lock_store()
+            store_changed()
             existing = self.filter(fingerprint=info.thumbprint, revoked_at=None).first()
             if existing is not None:
                 raise KeyStateError(f"this public key is already registered as kid {existing.kid}")
@@ -169,6 +193,7 @@ class KeyManager(models.Manager["Key"]):
     def revoke(self, kid: str, actor: str = "") -> Key:
         """Stop accepting a key now (secrets, public keys and service keys alike)."""
         with transaction.atomic():
+            store_changed()
             key = self.select_for_update().filter(kid=kid).first()
             if key is None:
                 raise KeyStateError(f"no key with kid {kid!r}")
@@ -178,6 +203,39 @@ class KeyManager(models.Manager["Key"]):
             key.save(update_fields=["revoked_at"])
             AuditEntry.record(actor, "revoke_key", kid)
         return key
+
+    def reencrypt(self, actor: str = "") -> dict[str, Any]:
+        """Re-encrypt every stored secret and private key under the first ENCRYPTION_KEYS entry.
+
+        Returns the kids re-encrypted, the kids no configured key can decrypt
+        (their material is lost; revoke and replace them), and for each
+        configured key (by position, 1-based, and a short id) whether stored
+        material still needs it. Raises ChatSecurityError when ENCRYPTION_KEYS
+        is malformed.
+        """
+        ids = keys.encryption_key_ids()
+        done: list[str] = []
+        unreadable: list[str] = []
+        with transaction.atomic():
+            store_changed()
+            for key in self.select_for_update().exclude(encrypted_material="").order_by("pk"):
+                if keys.decrypting_key(key.encrypted_material) is None:
+                    unreadable.append(key.kid)
+                    continue
+                key.encrypted_material = keys.reencrypt(key.encrypted_material)
+                key.save(update_fields=["encrypted_material"])
+                done.append(key.kid)
+            AuditEntry.record(
+                actor, "reencrypt", detail=f"{len(done)} re-encrypted, {len(unreadable)} unreadable"
+            )
+        return {
+            "reencrypted": done,
+            "unreadable": unreadable,
+            "encryption_keys": [
+                {"position": i + 1, "id": key_id, "needed": i == 0} for i, key_id in enumerate(ids)
+            ],
+            "no_longer_needed": [i + 1 for i in range(1, len(ids))],
+        }
 
     # -- helpers ---------------------------------------------------------------
 
@@ -239,9 +297,9 @@ class Key(models.Model):
     def state(self, now: float | None = None) -> str:
         return key_state(
             clock.now() if now is None else now,
-            _ts(self.grace_until),
-            _ts(self.retired_at),
-            _ts(self.revoked_at),
+            clock.timestamp(self.grace_until),
+            clock.timestamp(self.retired_at),
+            clock.timestamp(self.revoked_at),
         )
 
     def is_usable(self, now: float | None = None) -> bool:
@@ -272,10 +330,12 @@ class Key(models.Model):
 
 class RevokedUserManager(models.Manager["RevokedUser"]):
     def revoke(self, user_id: str, actor: str = "") -> RevokedUser:
-        obj, _created = self.update_or_create(
-            user_id=user_id, defaults={"revoked_at": clock.now_dt(), "revoked_by": actor}
-        )
-        AuditEntry.record(actor, "revoke_user", detail=user_id)
+        with transaction.atomic():
+            store_changed()
+            obj, _created = self.update_or_create(
+                user_id=user_id, defaults={"revoked_at": clock.now_dt(), "revoked_by": actor}
+            )
+            AuditEntry.record(actor, "revoke_user", detail=user_id)
         return obj
 
 
@@ -329,6 +389,10 @@ class Contact(models.Model):
     agent_data = models.JSONField(default=list, blank=True)
     #: hash of the last token applied, so a token updates the record only once
     last_token = models.CharField(max_length=64, blank=True, editable=False)
+    #: iat and exp of the token applied last: an older token is never applied
+    #: over it (two devices with live tokens take turns); null = not in that token
+    token_iat = models.FloatField(null=True, blank=True, editable=False)
+    token_exp = models.FloatField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=clock.now_dt)
     updated_at = models.DateTimeField(default=clock.now_dt)
 

@@ -20,7 +20,7 @@ from jwt.algorithms import HMACAlgorithm, RSAAlgorithm
 
 from . import clock, keyring
 from .conf import app_settings
-from .exceptions import ChatSecurityError, KeyStateError, TokenError
+from .exceptions import ChatSecurityError, KeyStateError, KeyStoreUnavailable, TokenError
 from .keyring import KIND_OF_ALGORITHM, KeyEntry, Snapshot
 from .models import KeyKind
 
@@ -29,7 +29,8 @@ _VERIFIERS = {
     "HS256": HMACAlgorithm(HMACAlgorithm.SHA256),
     "RS256": RSAAlgorithm(RSAAlgorithm.SHA256),
 }
-_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+#: The shape of a compact JWS (diagnose.py uses it for a hint, never a verdict).
+COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _MAX_DEPTH = 32
 _MAX_USER_ID = 255
 _TIME_CLAIMS = ("exp", "nbf", "iat")
@@ -41,9 +42,11 @@ _MISSING = object()
 class VerifiedToken:
     """A token that passed every check.
 
-    ``header`` and ``claims`` are fresh top-level copies; nested values (e.g.
-    ``userData``) and ``private`` are shared with the engine's memory of the
-    token, so treat them as read-only.
+    ``header``, ``claims`` and ``private`` are this result's own deep copies,
+    plain JSON types (dict, list, str, numbers, bool, None) all the way down:
+    changing any of them, nested values such as ``userData`` included, never
+    changes what a later :func:`verify` of the same token returns, and
+    ``json.dumps`` takes them as they are.
     """
 
     user_id: str
@@ -152,7 +155,7 @@ def parse(token: str | bytes | None) -> ParsedToken:
         size = len(token) if token.isascii() else len(token.encode("utf-8", "surrogatepass"))
     if size > app_settings.MAX_TOKEN_BYTES:
         raise TokenError("token_too_large", limit=app_settings.MAX_TOKEN_BYTES, size=size)
-    if token is None or not _COMPACT.fullmatch(token):
+    if token is None or not COMPACT_JWS.fullmatch(token):
         raise TokenError("malformed", "the token is not three base64url parts separated by dots")
     h64, p64, s64 = token.split(".")
     try:
@@ -228,8 +231,12 @@ def match_signature(parsed: ParsedToken, candidates: list[KeyEntry]) -> KeyEntry
     if parsed.signature:
         verifier = _VERIFIERS[parsed.header["alg"]]
         for entry in candidates:
-            if verifier.verify(parsed.signing_input, entry.verify_key, parsed.signature):
+            key = entry.verify_key
+            if key is not None and verifier.verify(parsed.signing_input, key, parsed.signature):
                 return entry
+    if any(e.unreadable for e in candidates):
+        # A usable key we cannot read might have signed it: unknown, not invalid.
+        raise KeyStoreUnavailable("a usable key cannot be decrypted with ENCRYPTION_KEYS")
     raise TokenError("invalid_signature", tried=[e.kid for e in candidates])
 
 
@@ -323,14 +330,28 @@ def check_revocation(user_id: str, claims: dict[str, Any], snap: Snapshot) -> No
 # -- the whole pipeline ---------------------------------------------------------
 
 
-#: token -> (snapshot, parsed, key, user id, private, service key) for tokens
-#: that verified against that snapshot. The chat widget sends the same token
-#: with every message; a hit skips parsing, the signature and JWE decryption
-#: (their outcome cannot change while the snapshot is the same object) but
-#: re-runs every time-dependent check, including whether the signing key and
-#: the service key that decrypted user_payload are still usable. Bounded, per
-#: process, successes only.
-_Remembered = tuple[Snapshot, ParsedToken, KeyEntry, str, Any, KeyEntry | None]
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    """A token that verified against ``snapshot``: what a hit needs to re-check it."""
+
+    snapshot: Snapshot
+    parsed: ParsedToken
+    key: KeyEntry
+    user_id: str
+    private: Any
+    service_key: KeyEntry | None  # the key that decrypted user_payload, if any
+    #: whether header, claims or private hold dicts or lists a result must copy;
+    #: most chat tokens are flat, and a flat result then costs two dict() calls
+    nested: bool
+
+
+#: token -> _Remembered for tokens that verified. The chat widget sends the
+#: same token with every message; a hit skips parsing, the signature and JWE
+#: decryption (their outcome cannot change while the snapshot is the same
+#: object) but re-runs every time-dependent check, including whether the
+#: signing key and the service key that decrypted user_payload are still
+#: usable. Bounded, per process, successes only. Results get copies of what is
+#: kept here (``_fresh``), never the objects themselves.
 _VERIFIED: dict[str, _Remembered] = {}
 _VERIFIED_MAX = 1024
 
@@ -340,6 +361,24 @@ def _remember(token: str, value: _Remembered) -> None:
         with contextlib.suppress(RuntimeError, StopIteration):  # another thread won
             _VERIFIED.pop(next(iter(_VERIFIED)), None)
     _VERIFIED[token] = value
+
+
+_CONTAINERS = (dict, list)
+
+
+def _fresh(value: Any) -> Any:
+    """A deep copy of decoded JSON: new dicts and lists, the immutable scalars shared.
+
+    Several times cheaper than ``copy.deepcopy`` (no memo, no dispatch), and a
+    flat object costs little more than ``dict()``. Read-only views would cost
+    nothing per hit, but ``json.dumps`` refuses them and the identity rules
+    expect dicts and lists, so callers would have to know about them.
+    """
+    if type(value) is dict:
+        return {k: _fresh(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+    if type(value) is list:
+        return [_fresh(v) if type(v) in _CONTAINERS else v for v in value]
+    return value
 
 
 def forget_verified() -> None:
@@ -361,7 +400,10 @@ def _verify_full(
         from .payload import decrypt_with_key
 
         private, service_key = decrypt_with_key(parsed.claims["user_payload"], snap, now)
-    return (snap, parsed, entry, user_id, private, service_key), now
+    nested = type(private) in _CONTAINERS or any(
+        type(v) in _CONTAINERS for part in (parsed.header, parsed.claims) for v in part.values()
+    )
+    return _Remembered(snap, parsed, entry, user_id, private, service_key, nested), now
 
 
 def _check_claims(
@@ -388,36 +430,36 @@ def verify(
 
     ``session_subject`` is the user id the chat session is bound to, if any.
     Raises :class:`~chat_security.exceptions.KeyStoreUnavailable` when the
-    key store cannot be read. The returned header and claims are copies.
+    key store cannot be read. The result's header, claims and private are
+    deep copies: see :class:`VerifiedToken`.
     """
     hit = _VERIFIED.get(token) if isinstance(token, str) else None
     if hit is not None:
-        snap, parsed, entry, user_id, private, service_key = hit
         now = clock.now()
         if (
-            snap is keyring.get_snapshot()
-            and entry.usable(now)
-            and (service_key is None or service_key.usable(now))
+            hit.snapshot is keyring.get_snapshot()
+            and hit.key.usable(now)
+            and (hit.service_key is None or hit.service_key.usable(now))
         ):
-            _check_claims(parsed.claims, now, session_subject, snap)
+            _check_claims(hit.parsed.claims, now, session_subject, hit.snapshot)
         else:
             forget_verified()
             hit = None
     if hit is None:
         hit, now = _verify_full(token, session_subject)
-        snap, parsed, entry, user_id, private, service_key = hit
         if isinstance(token, str):
             _remember(token, hit)
     if count_use:
-        keyring.record_use(entry.kid)
+        keyring.record_use(hit.key.kid)
+    copy = _fresh if hit.nested else dict
     return VerifiedToken(
-        user_id=user_id,
-        header=dict(parsed.header),
-        claims=dict(parsed.claims),
-        kid=entry.kid,
-        key_kind=entry.kind,
-        key_state=entry.state(now),
-        private=private,
+        user_id=hit.user_id,
+        header=copy(hit.parsed.header),
+        claims=copy(hit.parsed.claims),
+        kid=hit.key.kid,
+        key_kind=hit.key.kind,
+        key_state=hit.key.state(now),
+        private=_fresh(hit.private) if hit.nested else hit.private,
     )
 
 
@@ -442,6 +484,8 @@ def issue(sub: str, claims: dict[str, Any] | None = None, ttl: float | None = No
     if not active:
         raise KeyStateError("no active signing secret; run generate-secret first")
     key = active[0]
+    if key.verify_key is None:
+        raise KeyStoreUnavailable("the active secret cannot be decrypted with ENCRYPTION_KEYS")
     iat: float = int(now)
     revoked_at = snap.revoked_users.get(sub)
     if revoked_at is not None and iat < revoked_at:

@@ -178,6 +178,48 @@ def test_e016_middleware_order(stack, expected):
     assert ids(MIDDLEWARE=stack) == expected
 
 
+UPDATE = "django.middleware.cache.UpdateCacheMiddleware"
+FETCH = "django.middleware.cache.FetchFromCacheMiddleware"
+BOTH = "django.middleware.cache.CacheMiddleware"
+
+
+@pytest.mark.parametrize(
+    ("stack", "expected"),
+    [
+        ([UPDATE, SESSION, AUTH, OURS, FETCH], []),
+        ([SESSION, AUTH, OURS, FETCH], []),
+        ([UPDATE, SESSION, AUTH, OURS], []),
+        # A cached page would be served before the token is checked.
+        ([UPDATE, SESSION, AUTH, FETCH, OURS], ["chat_security.E016"]),
+        ([FETCH, SESSION, AUTH, OURS], ["chat_security.E016"]),
+        # The cache would store a protected response before it is marked private.
+        ([SESSION, AUTH, OURS, UPDATE, FETCH], ["chat_security.E016"]),
+        ([SESSION, AUTH, BOTH, OURS], ["chat_security.E016"]),
+        ([SESSION, AUTH, OURS, BOTH], ["chat_security.E016"]),
+    ],
+)
+def test_e016_site_wide_cache_order(stack, expected):
+    assert ids(MIDDLEWARE=stack) == expected
+
+
+def test_e016_names_the_cache_middleware_and_the_fix():
+    with override_settings(MIDDLEWARE=[UPDATE, SESSION, AUTH, FETCH, OURS]):
+        (error,) = checks.check_middleware()
+    assert error.id == "chat_security.E016"
+    assert FETCH in error.msg and "before" in error.msg
+    assert "FetchFromCacheMiddleware" in error.hint and "last" in error.hint
+
+
+def test_check_command_fails_when_the_cache_answers_first(settings):
+    others = [m for m in settings.MIDDLEWARE if m != OURS]
+    settings.MIDDLEWARE = [UPDATE, *others, FETCH, OURS]  # "ours last", as the README said
+    with pytest.raises(SystemCheckError) as info:
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    assert "chat_security.E016" in str(info.value)
+    settings.MIDDLEWARE = [UPDATE, *others, OURS, FETCH]
+    call_command("check", stdout=StringIO(), stderr=StringIO())
+
+
 def test_check_command_fails_with_the_id():
     with chat_settings({"LEEWAY": -5}), pytest.raises(SystemCheckError) as info:
         call_command("check", stdout=StringIO(), stderr=StringIO())

@@ -498,6 +498,68 @@ def test_first_request_of_a_token_writes_later_ones_only_read(django_assert_num_
     assert Contact.objects.get(pk=contact.pk).last_name == "Smith"
 
 
+def wrote(ctx) -> bool:
+    return any(q["sql"].lstrip().upper().startswith("UPDATE") for q in ctx.captured_queries)
+
+
+@pytest.mark.django_db
+def test_an_older_token_never_overwrites_newer_contact_data(django_assert_num_queries):
+    # A phone (token A) and a laptop (token B) take turns: only B's data may stay.
+    phone = {"sub": "u-2dev", "iat": 100, "exp": 1000, "email": "old@example.com"}
+    laptop = {"sub": "u-2dev", "iat": 200, "exp": 1100, "email": "new@example.com"}
+    identity.contact_for(verified(phone))
+    assert Contact.objects.get(user_id="u-2dev").email == "old@example.com"
+    identity.contact_for(verified(laptop))
+    for _ in range(2):
+        with django_assert_num_queries(1):  # one SELECT, no write
+            contact = identity.contact_for(verified(phone))
+        assert contact.email == "new@example.com"
+        with django_assert_num_queries(1):
+            identity.contact_for(verified(laptop))
+    contact = Contact.objects.get(user_id="u-2dev")
+    assert contact.email == "new@example.com"
+    assert (contact.token_iat, contact.token_exp) == (200, 1100)
+
+
+@pytest.mark.django_db
+def test_same_iat_is_ordered_by_exp_and_equal_times_apply_once():
+    base = {"sub": "u-tie", "iat": 100}
+    identity.contact_for(verified({**base, "exp": 500, "email": "a@example.com"}))
+    identity.contact_for(verified({**base, "exp": 600, "email": "b@example.com"}))
+    identity.contact_for(verified({**base, "exp": 500, "email": "a@example.com"}))
+    # Same iat and exp but other claims: no way to tell which is newer; the first stays.
+    with CaptureQueriesContext(connection) as ctx:
+        identity.contact_for(verified({**base, "exp": 600, "email": "c@example.com"}))
+    assert not wrote(ctx)
+    assert Contact.objects.get(user_id="u-tie").email == "b@example.com"
+
+
+@pytest.mark.django_db
+def test_a_token_without_iat_counts_as_the_oldest():
+    identity.contact_for(verified({"sub": "u-noiat", "exp": 500, "email": "a@example.com"}))
+    identity.contact_for(verified({"sub": "u-noiat", "exp": 600, "email": "b@example.com"}))
+    identity.contact_for(verified({"sub": "u-noiat", "exp": 550, "email": "x@example.com"}))
+    assert Contact.objects.get(user_id="u-noiat").email == "b@example.com"  # exp orders them
+    identity.contact_for(verified({"sub": "u-noiat", "iat": 1, "email": "c@example.com"}))
+    identity.contact_for(verified({"sub": "u-noiat", "exp": 9999, "email": "d@example.com"}))
+    assert Contact.objects.get(user_id="u-noiat").email == "c@example.com"
+    # Without any time claim there is nothing to order by: each new token applies once.
+    identity.contact_for(verified({"sub": "u-notime", "email": "e@example.com"}))
+    identity.contact_for(verified({"sub": "u-notime", "email": "f@example.com"}))
+    assert Contact.objects.get(user_id="u-notime").email == "f@example.com"
+
+
+@pytest.mark.django_db
+def test_an_older_token_loses_to_a_newer_one_applied_meanwhile():
+    # A request whose unlocked read came before a newer token landed reaches
+    # _apply: the locked re-read must compare the times again.
+    identity.contact_for(verified({"sub": "u-race", "iat": 100, "email": "a@example.com"}))
+    identity.contact_for(verified({"sub": "u-race", "iat": 300, "email": "c@example.com"}))
+    claims = {"sub": "u-race", "iat": 200, "email": "b@example.com"}
+    identity._apply("u-race", claims, identity.token_stamp(claims))
+    assert Contact.objects.get(user_id="u-race").email == "c@example.com"
+
+
 @pytest.mark.django_db
 def test_merge_semantics_over_three_tokens():
     first = {

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import jwt
@@ -157,3 +158,53 @@ def test_install_is_idempotent():
 )
 def test_scrub_text(text, expected):
     assert cs_log.scrub_text(text) == expected
+
+
+# Shapes that made the old scrubber quadratic (a match tried from every position of
+# a long base64url run) and the worst cases of each pattern and of the value scan.
+LONG_LINES = {
+    "letters": "a",
+    "json-start": "eyJ",
+    "short-segments": "a.",
+    "segment-pairs": "aaaa.a.a ",
+    "empty-segments": "aaaa.. ",
+    "key-value": "private=",
+    "openers": "{",
+    "mixed": "eyJhbGci.a.b private={'x': \"",
+    "token-and-words": JWS + " user_payload: ",
+}
+# A value that never ends: (what opens it, what repeats inside).
+LONG_VALUES = {
+    "open-value": ("private: ", "{"),
+    "flat-pairs": ("private: {", "{}"),
+    "nested-pairs": ("private: (", "{{}"),
+    "quoted": ("user_payload: [", "'a'"),
+    "escapes": ('private="', '\\"'),
+}
+
+
+def megabyte_line(unit: str) -> str:
+    return (unit * ((1 << 20) // len(unit) + 1))[: 1 << 20]
+
+
+@pytest.mark.parametrize("unit", list(LONG_LINES.values()), ids=list(LONG_LINES))
+def test_scrubbing_is_linear(unit):
+    """The one timing guard: a 1 MB line in well under a second (CPU time).
+
+    A 16 KiB line first, so a quadratic regression fails in seconds instead of
+    running for hours on the megabyte.
+    """
+    for size in (16 * 1024, 1 << 20):
+        text = megabyte_line(unit)[:size]
+        started = time.process_time()
+        cs_log.scrub_text(text)
+        assert time.process_time() - started < 1.0, f"{size} characters"
+
+
+@pytest.mark.parametrize(("opener", "unit"), list(LONG_VALUES.values()), ids=list(LONG_VALUES))
+def test_scrubbing_a_huge_value_is_bounded_and_redacts_the_rest(opener, unit):
+    text = opener + megabyte_line(unit) + " " + SECRET
+    started = time.process_time()
+    scrubbed = cs_log.scrub_text(text)
+    assert time.process_time() - started < 1.0
+    assert SECRET not in scrubbed and scrubbed.endswith("[redacted]")

@@ -3,15 +3,18 @@ from __future__ import annotations
 import logging
 
 import pytest
+from django.conf import settings
 from django.contrib.sessions.models import Session
+from django.core.cache import caches
 from django.http import HttpResponse
-from django.test import AsyncClient, Client, RequestFactory
+from django.test import AsyncClient, Client, RequestFactory, override_settings
+from django.utils.cache import get_cache_key
 
 from chat_security import keyring, middleware, tokens
 from chat_security.exceptions import ERROR_CODES, KeyStoreUnavailable
 from chat_security.identity_types import ChatIdentity
 from chat_security.middleware import ChatSecurityMiddleware, bearer_token
-from chat_security.models import Key, RevokedUser
+from chat_security.models import Key, RevokedUser, SecurityConfig
 from chat_security.session import SUBJECT_SESSION_KEY
 from tests import chat_helpers
 from tests.chat_helpers import bearer, chat_settings, security_off, sign
@@ -192,11 +195,65 @@ async def test_security_off_async(secret, token_for, clock):
     assert_rejected(await client.get(AWHOAMI, headers={"Authorization": header}), "expired")
 
 
+NOT_A_JWT = [
+    "Bearer not-a-jwt",
+    "Bearer",
+    "Bearer a.b.c, Bearer d.e.f",
+    "eyJhbGciOiJIUzI1NiJ9.e30.x",
+]
+
+
 @pytest.mark.django_db
-def test_fresh_install_is_on_and_not_configured():
-    assert_rejected(Client().get(WHOAMI), "missing_token")
+@pytest.mark.parametrize("header", [None, *NOT_A_JWT], ids=["no-token", *NOT_A_JWT])
+def test_fresh_install_is_on_and_not_configured(header):
+    """SPEC §5: with no key at all, every protected request is told what to fix first."""
+    headers = {"Authorization": header} if header else {}
+    assert_rejected(Client().get(WHOAMI, headers=headers), "security_not_configured")
     token = sign("x" * 32, {"sub": "u", "exp": 2_000_000_000})
     assert_rejected(Client().get(WHOAMI, headers=bearer(token)), "security_not_configured")
+
+
+@pytest.mark.django_db
+def test_no_usable_key_of_any_kind_is_not_configured(secret, token_for, clock):
+    token = token_for("u-1")
+    new_key, _value = Key.objects.rotate_secret(grace=0)  # the old one is retired at once
+    Key.objects.revoke(new_key.kid)
+    Key.objects.generate_service_keypair()  # it only decrypts: it verifies nothing
+    for headers in ({}, {"Authorization": "Bearer not-a-jwt"}, bearer(token)):
+        assert_rejected(Client().get(WHOAMI, headers=headers), "security_not_configured")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_no_usable_key_async():
+    assert_rejected(await AsyncClient().get(AWHOAMI), "security_not_configured")
+
+
+@pytest.mark.django_db
+def test_one_usable_public_key_is_enough(clock):
+    from tests.tokencraft import public_pem, rsa_key
+
+    Key.objects.add_public_key(public_pem(rsa_key(1)))
+    assert_rejected(Client().get(WHOAMI), "missing_token")
+    assert_rejected(Client().get(WHOAMI, headers={"Authorization": "Bearer x"}), "malformed")
+
+
+@pytest.mark.django_db
+def test_no_usable_key_of_the_tokens_kind(secret, clock):
+    """README, verification step 4: the fix is a key, unless the kid names a retired one."""
+    from tests.tokencraft import public_pem, rsa_key
+
+    Key.objects.add_public_key(public_pem(rsa_key(1)))  # the site can still verify RS256
+    retired = _valid(secret, clock)
+    Key.objects.revoke(secret[0].kid)
+    assert_rejected(Client().get(WHOAMI, headers=bearer(retired)), "key_retired")
+    unknown = sign(secret[1], {"sub": "u-1", "exp": _now(clock) + 60}, kid="hs-unknown")
+    assert_rejected(Client().get(WHOAMI, headers=bearer(unknown)), "security_not_configured")
+
+
+@pytest.mark.django_db
+def test_security_off_without_keys_stays_anonymous():
+    security_off()
+    assert Client().get(WHOAMI).json()["anonymous"] is True
 
 
 @pytest.mark.django_db
@@ -211,6 +268,114 @@ def test_protected_paths_follow_settings(token_for):
     with chat_settings(PROTECTED_PATHS=["/elsewhere/"]):
         assert Client().get(WHOAMI).json() == {"guarded": False}
     assert_rejected(Client().get(WHOAMI), "missing_token")
+
+
+def test_one_receiver_clears_every_settings_cache():
+    """conf's values, the Fernet keys and the protected prefixes: one receiver, signals.py."""
+    import weakref
+
+    from django.core.signals import setting_changed
+
+    from chat_security import keys, signals
+    from chat_security.conf import app_settings
+
+    ours = []
+    for _key, ref, *_rest in setting_changed.receivers:
+        receiver = ref() if isinstance(ref, weakref.ReferenceType) else ref
+        if receiver is not None and receiver.__module__.startswith("chat_security"):
+            ours.append(receiver)
+    assert ours == [signals._settings_changed]
+
+    assert middleware.protected_prefixes() and app_settings.PROTECTED_PATHS
+    keys.encrypt("warm the Fernet cache")
+    signals._settings_changed(setting="CHAT_SECURITY")
+    assert middleware.protected_prefixes.cache_info().currsize == 0
+    assert keys._fernet.cache_info().currsize == 0
+    assert app_settings._cache == {}
+
+
+# -- a site-wide cache ----------------------------------------------------------------
+
+UPDATE_CACHE = "django.middleware.cache.UpdateCacheMiddleware"
+FETCH_CACHE = "django.middleware.cache.FetchFromCacheMiddleware"
+OURS = "chat_security.middleware.ChatSecurityMiddleware"
+
+
+def site_wide_cache(ours_before_fetch: bool) -> override_settings:
+    """Django's documented site cache: UpdateCacheMiddleware first, Fetch… last."""
+    others = [m for m in settings.MIDDLEWARE if m != OURS]
+    last = [OURS, FETCH_CACHE] if ours_before_fetch else [FETCH_CACHE, OURS]
+    return override_settings(
+        MIDDLEWARE=[UPDATE_CACHE, *others, *last],
+        CACHE_MIDDLEWARE_SECONDS=600,
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "LOCATION": "chat-security-site-cache",
+            }
+        },
+    )
+
+
+def cached_page_key() -> str | None:
+    """The site cache's key for WHOAMI; ``None`` while it has stored no response for it."""
+    return get_cache_key(RequestFactory().get(WHOAMI), cache=caches["default"])
+
+
+@pytest.mark.django_db
+def test_site_wide_cache_stores_no_protected_response(secret, token_for):
+    with site_wide_cache(ours_before_fetch=True):
+        caches["default"].clear()
+        client = Client()
+        accepted = client.get(WHOAMI, headers=bearer(token_for("u-1")))
+        assert accepted.status_code == 200
+        cache_control = [d.strip() for d in accepted["Cache-Control"].split(",")]
+        assert "private" in cache_control and "public" not in cache_control
+        assert "Authorization" in accepted["Vary"]
+        assert cached_page_key() is None  # UpdateCacheMiddleware stored nothing
+        assert_rejected(client.get(WHOAMI), "missing_token")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("ours_before_fetch", [True, False], ids=["right-order", "wrong-order"])
+def test_site_wide_cache_never_answers_for_the_check(ours_before_fetch, secret, token_for, clock):
+    """Each refused request below would get the 200 an earlier one left in the cache."""
+    with site_wide_cache(ours_before_fetch), chat_settings(KEY_CACHE_SECONDS=0):
+        caches["default"].clear()
+        client = Client()
+        revoked, expiring = bearer(token_for("u-1")), bearer(token_for("u-2"))
+        assert client.get(WHOAMI, headers=revoked).status_code == 200
+        assert client.get(WHOAMI, headers=expiring).status_code == 200
+        security_off()
+        assert client.get(WHOAMI).json()["anonymous"] is True
+        SecurityConfig.set_enabled(True, actor="tests")
+        clock.advance(5)
+        RevokedUser.objects.revoke("u-1")
+        assert_rejected(client.get(WHOAMI), "missing_token")
+        assert_rejected(client.get(WHOAMI, headers=revoked), "token_revoked")
+        clock.advance(2 * 3600)
+        assert_rejected(client.get(WHOAMI, headers=expiring), "expired")
+
+
+@pytest.mark.django_db
+def test_rejections_stay_no_store_and_private_marks_keep_the_flag(secret):
+    response = Client().get(WHOAMI)
+    cache_control = [d.strip() for d in response["Cache-Control"].split(",")]
+    assert "no-store" in cache_control and "private" in cache_control
+    assert "Authorization" in response["Vary"]
+
+
+@pytest.mark.django_db
+def test_protected_requests_are_never_stored_by_the_cache_middleware(secret, token_for):
+    request = RequestFactory().get(WHOAMI, headers=bearer(token_for("u-1")))
+    request._cache_update_cache = True  # what FetchFromCacheMiddleware sets on a miss
+
+    def view(request):
+        return HttpResponse("ok")
+
+    response = ChatSecurityMiddleware(view)(request)
+    assert response.status_code == 200
+    assert request._cache_update_cache is False
 
 
 # -- the Authorization header ---------------------------------------------------------

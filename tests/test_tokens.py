@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import socket
@@ -682,6 +683,45 @@ def test_user_payload_decrypts(clock, secret, service):
     assert result.claims["user_payload"] == payload
     with_kid = _jwe_to(service.public_pem, {"k": 1}, kid=service.kid)
     assert tokens.verify(hs256(secret[1], good(clock, user_payload=with_kid))).private == {"k": 1}
+
+
+def _try_to_change(change) -> None:
+    # Either the engine refuses the change (read-only value) or it stays in this result.
+    with contextlib.suppress(TypeError, AttributeError):
+        change()
+
+
+def test_nested_claims_of_a_result_are_not_shared_with_the_next(clock, secret):
+    claims = good(clock, userData={"plan": "gold"}, agentData=[{"label": "Plan", "value": "G"}])
+    token = hs256(secret[1], claims)
+    first = tokens.verify(token)
+    _try_to_change(lambda: first.claims["userData"].__setitem__("plan", "x"))
+    _try_to_change(lambda: first.claims["agentData"][0].__setitem__("value", "x"))
+    _try_to_change(lambda: first.claims["agentData"].append({"label": "Extra"}))
+    again = tokens.verify(token)
+    assert again.claims["userData"] == {"plan": "gold"}
+    assert again.claims["agentData"] == [{"label": "Plan", "value": "G"}]
+    assert json.loads(json.dumps(again.claims)) == claims  # still plain JSON for callers
+    _try_to_change(lambda: again.claims["userData"].clear())  # a remembered hit this time
+    assert tokens.verify(token).claims["userData"] == {"plan": "gold"}
+
+
+def test_private_of_a_result_is_not_shared_with_the_next(clock, secret, service):
+    private = {"account": {"id": "A-1", "tags": ["vip"]}, "tier": 3}
+    token = hs256(secret[1], good(clock, user_payload=_jwe_to(service.public_pem, private)))
+    first = tokens.verify(token)
+    _try_to_change(lambda: first.private.__setitem__("tier", 0))
+    _try_to_change(lambda: first.private["account"].__setitem__("id", "B-2"))
+    _try_to_change(lambda: first.private["account"]["tags"].append("none"))
+    again = tokens.verify(token)
+    assert again.private == private
+    assert json.loads(json.dumps(again.private)) == private
+
+
+def test_a_nested_header_is_not_shared_with_the_next(clock, secret):
+    token = hs256(secret[1], good(clock), {"alg": "HS256", "x-ctx": {"device": "phone"}})
+    _try_to_change(lambda: tokens.verify(token).header["x-ctx"].__setitem__("device", "x"))
+    assert tokens.verify(token).header["x-ctx"] == {"device": "phone"}
 
 
 def test_payload_decryption_failed_jwe_to_another_key(clock, secret, service):

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import Any
 
 from django import template
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from ..conf import app_settings
+from ..conf import JS_IDENTIFIER, app_settings
 from ..exceptions import ChatSecurityError
 from ..middleware import FINISHED_FLAG, anonymous_id_for, mark_private
 from ..session import kept_token
@@ -32,7 +31,6 @@ from ..session import kept_token
 logger = logging.getLogger("chat_security.templatetags")
 register = template.Library()
 
-_JS_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 # Everything that could end a <script> element or a JavaScript string early.
 _SCRIPT_ESCAPES = {
     ord("<"): "\\u003C",
@@ -50,7 +48,7 @@ def script_string(value: str) -> str:
 
 def js_variable() -> str | None:
     name = app_settings.JS_VARIABLE
-    if isinstance(name, str) and _JS_IDENTIFIER.fullmatch(name):
+    if isinstance(name, str) and JS_IDENTIFIER.fullmatch(name):
         return name
     logger.error("CHAT_SECURITY['JS_VARIABLE'] is not a JavaScript identifier; no token written")
     return None

@@ -86,24 +86,74 @@ def test_random_base64_segments(store):
         assert outcome(".".join(parts)) != "ok"
 
 
-def test_mutations_of_a_valid_token(store):
+def mutate(token: str, rng: random.Random) -> str:
+    """One to four random substitutions, deletions or insertions."""
+    chars = list(token)
+    for _ in range(rng.randint(1, 4)):
+        i = rng.randrange(len(chars))
+        action = rng.random()
+        if action < 0.4:
+            chars[i] = rng.choice(ODD + list(ALPHABET))
+        elif action < 0.7:
+            del chars[i]
+        else:
+            chars.insert(i, rng.choice(ODD + list(ALPHABET)))
+    return "".join(chars)
+
+
+# Canonical base64url maps each byte string to exactly one text, and the three
+# parts are fixed by the dots: a token whose text differs from a valid token's
+# differs in the signed bytes or in the signature, so no mutation may pass. The
+# only exception is a mutation that gives back the very same text (a character
+# deleted and the same one put back); those are skipped and counted.
+
+
+def test_mutations_of_a_valid_token_are_refused(store):
     rng = random.Random(3)
     token = tokens.issue("user-1", {"email": "a@example.com"})
     assert outcome(token) == "ok"
+    refused, unchanged = 0, 0
     for _ in range(600):
-        chars = list(token)
-        for _ in range(rng.randint(1, 4)):
-            i = rng.randrange(len(chars))
-            action = rng.random()
-            if action < 0.4:
-                chars[i] = rng.choice(ODD + list(ALPHABET))
-            elif action < 0.7:
-                del chars[i]
-            else:
-                chars.insert(i, rng.choice(ODD + list(ALPHABET)))
-        mutated = "".join(chars)
-        if mutated != token:
-            outcome(mutated)
+        mutated = mutate(token, rng)
+        if mutated == token:
+            unchanged += 1
+            continue
+        assert outcome(mutated) != "ok", f"mutated token accepted: {mutated!r}"
+        refused += 1
+    assert refused + unchanged == 600 and unchanged < 30
+
+
+def test_every_single_character_substitution_is_refused(store):
+    """Includes the last character of each part, whose spare bits a lenient decoder ignores."""
+    token = tokens.issue("user-1", {"email": "a@example.com"})
+    assert outcome(token) == "ok"
+    refused = 0
+    for i, original in enumerate(token):
+        for replacement in ALPHABET + ".=+/ ":
+            if replacement != original:
+                mutated = token[:i] + replacement + token[i + 1 :]
+                assert outcome(mutated) != "ok", f"position {i}: {original!r} -> {replacement!r}"
+                refused += 1
+    assert refused == len(token) * (len(ALPHABET) + 5) - len(token)
+
+
+@pytest.mark.urls("tests.chat_urls")
+def test_mutated_tokens_get_401_from_the_middleware(store, client):
+    rng = random.Random(9)
+    token = tokens.issue("user-1", {"email": "a@example.com"})
+    assert client.get("/chat/api/whoami", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    refused, equivalent = 0, 0
+    for _ in range(300):
+        mutated = mutate(token, rng)
+        # Spaces and tabs around the credentials are the header's optional whitespace.
+        if mutated.strip(" \t") == token:
+            equivalent += 1
+            continue
+        response = client.get("/chat/api/whoami", HTTP_AUTHORIZATION=f"Bearer {mutated}")
+        assert response.status_code == 401, f"{response.status_code} for {mutated!r}"
+        assert response.json()["error"] in ERROR_CODES
+        refused += 1
+    assert refused + equivalent == 300 and equivalent < 15
 
 
 def _random_json(rng: random.Random, depth: int = 0):

@@ -14,13 +14,22 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from chat_security import checks, identity, keyring, tokens
+from chat_security import checks, identity, keyring, keys, tokens
+from chat_security.conf import MAX_GRACE_HOURS
 from chat_security.exceptions import ChatSecurityError, TokenError
 from chat_security.models import Key, RevokedUser, SecurityConfig
 
 ACTOR = "cli"
 MAX_INPUT = 1 << 20
-MAX_GRACE_HOURS = 24 * 365
+
+
+#: Claims ``issue`` sets itself, and the option that sets each.
+_SET_BY_OPTIONS = {
+    "sub": "--sub",
+    "userId": "--sub",
+    "iat": "--ttl (iat is the time of issue)",
+    "exp": "--ttl",
+}
 
 
 def _fail(message: str) -> CommandError:
@@ -105,6 +114,16 @@ class Command(BaseCommand):
         p = add("delete-contact", help="Delete a contact and all data tied to it (GDPR).")
         p.add_argument("user_id", help="The contact's user id (sub).")
         add("status", help="Mode and keys as JSON (never a secret).")
+        add(
+            "generate-encryption-key",
+            help="Print a new random key for CHAT_SECURITY['ENCRYPTION_KEYS'] (changes nothing).",
+        )
+        add(
+            "reencrypt",
+            help="Re-encrypt stored secrets and private keys under the first ENCRYPTION_KEYS "
+            "entry; report which configured keys are no longer needed (exit 1 if some "
+            "stored key cannot be decrypted).",
+        )
 
     @staticmethod
     def _grace(parser: ArgumentParser) -> None:
@@ -171,6 +190,9 @@ class Command(BaseCommand):
                 claims = None
             if not isinstance(claims, dict):
                 raise _fail("--claims must be a JSON object")
+            for name, option in _SET_BY_OPTIONS.items():
+                if name in claims:
+                    raise _fail(f"--claims must not set {name!r}; use {option}")
         try:
             self.stdout.write(tokens.issue(options["sub"], claims, options["ttl"]))
         except TokenError as exc:
@@ -231,6 +253,15 @@ class Command(BaseCommand):
                 "keys": [k.as_status() for k in Key.objects.all()],
             }
         )
+
+    def do_generate_encryption_key(self, options: dict[str, Any]) -> None:
+        self.stdout.write(keys.generate_encryption_key())
+
+    def do_reencrypt(self, options: dict[str, Any]) -> None:
+        result = Key.objects.reencrypt(ACTOR)
+        self.emit(result)
+        if result["unreadable"]:
+            raise SystemExit(1)
 
     @staticmethod
     def _grace_seconds(options: dict[str, Any]) -> float | None:

@@ -1,0 +1,151 @@
+"""Key-store changes made by one process, obeyed by another: two real processes, one SQLite file.
+
+Regression tests for issue 8 (defects 1 and 6): a server process serves the
+chat API while CLI processes change keys and the mode; the change must be in
+force on the server within ``KEY_CACHE_SECONDS`` (1 s in these settings), and
+the server's usage counters must reach the database when it stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY_CACHE_SECONDS = 1.0  # tests/process_settings.py
+SLACK = 0.5  # polling interval + a loaded CI machine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def env(tmp_path):
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.process_settings"
+    env["CHAT_SECURITY_TEST_DB"] = str(tmp_path / "db.sqlite3")
+    env["PYTHONPATH"] = str(ROOT)
+    manage(env, "migrate", "--noinput", "-v0")
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    return manage(env, "chat_security", *args)
+
+
+@pytest.fixture
+def server(env):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "runserver", "--noreload", f"127.0.0.1:{port}"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("the server did not start")
+    yield base, proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+
+
+def get(base: str, token: str | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(base + "/chat/api/messages")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def wait_for(base: str, token: str | None, expected: tuple[int, str | None]) -> float:
+    """Seconds until the server answers ``expected`` (status, error code); bounded."""
+    start = time.monotonic()
+    while time.monotonic() - start < KEY_CACHE_SECONDS + 5:
+        status, body = get(base, token)
+        if (status, body.get("error")) == expected:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    pytest.fail(f"the server never answered {expected}")
+
+
+def secret_and_token(env: dict[str, str]) -> tuple[str, str]:
+    """A new secret's kid and a token for alice signed with it, both from the CLI."""
+    kid = json.loads(cli(env, "generate-secret"))["kid"]
+    return kid, cli(env, "issue", "--sub", "alice").strip()
+
+
+def test_changes_made_by_the_cli_are_obeyed_by_the_server_within_the_interval(env, server):
+    base, _proc = server
+    kid, token = secret_and_token(env)
+    assert wait_for(base, token, (200, None)) <= KEY_CACHE_SECONDS + SLACK
+    assert get(base)[1]["error"] == "missing_token"
+    taken = {}
+    for change, token_sent, expected in (
+        (("security", "off"), None, (200, None)),
+        (("security", "on"), None, (401, "missing_token")),
+        (("revoke-user", "alice"), token, (401, "token_revoked")),
+        # kid goes into grace, then is revoked while the new secret stays usable
+        (("rotate-secret", "--grace", "1"), token, (401, "token_revoked")),
+        (("revoke", kid), token, (401, "key_retired")),
+    ):
+        cli(env, *change)
+        taken[" ".join(change)] = wait_for(base, token_sent, expected)
+    print("seconds until the server obeyed:", {k: round(v, 2) for k, v in taken.items()})
+    assert max(taken.values()) <= KEY_CACHE_SECONDS + SLACK
+
+
+def test_a_stopping_server_writes_its_usage_counters(env, server):
+    base, proc = server
+    kid, token = secret_and_token(env)
+    for _ in range(3):
+        assert get(base, token)[0] == 200
+    # USAGE_FLUSH_SECONDS is an hour: nothing is written while it runs ...
+    db = sqlite3.connect(env["CHAT_SECURITY_TEST_DB"])
+    query = "SELECT use_count FROM chat_security_key WHERE kid = ?"
+    assert db.execute(query, (kid,)).fetchone() == (0,)
+    proc.send_signal(signal.SIGINT)  # what a process manager sends to stop a dev server
+    proc.wait(timeout=20)
+    # ... and everything is written when it stops.
+    assert db.execute(query, (kid,)).fetchone() == (3,)
+    db.close()
