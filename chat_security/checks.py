@@ -258,3 +258,83 @@ def _cache_order_errors(stack: list[str], position: int) -> list[Error]:
         # Fetches and stores at one place: either before the check or before the mark.
         return [_error(16, f"{_MIDDLEWARE} cannot be ordered safely with {_CACHE}.", _CACHE_HINT)]
     return []
+
+
+# -- deploy checks (manage.py check --deploy) ----------------------------------------------
+
+#: Beyond these a deployment tolerates more clock skew or token theft than it needs.
+DEPLOY_MAX_LEEWAY = 5 * 60
+DEPLOY_MAX_LIFETIME = 24 * 3600
+
+
+def _deploy_warning(n: int, msg: str, hint: str) -> Warning:
+    return Warning(msg, hint=hint, id=f"chat_security.W{n:03d}")
+
+
+@register(Tags.security, deploy=True)
+def check_deploy_settings(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """Settings a live site should not run with (no database access)."""
+    messages = []
+    leeway, lifetime = app_settings.LEEWAY, app_settings.MAX_TOKEN_LIFETIME
+    if _is_duration(app_settings.raw("LEEWAY")) and leeway > DEPLOY_MAX_LEEWAY:
+        messages.append(
+            _deploy_warning(
+                5,
+                f"LEEWAY is {leeway:g} s: expired tokens stay accepted that long.",
+                "Keep it at 5 minutes or less (default 30 s); fix the servers' clocks (NTP).",
+            )
+        )
+    if _is_duration(app_settings.raw("MAX_TOKEN_LIFETIME"), 1) and lifetime > DEPLOY_MAX_LIFETIME:
+        messages.append(
+            _deploy_warning(
+                6,
+                f"MAX_TOKEN_LIFETIME is {lifetime / 3600:g} h: a stolen token works that long.",
+                "Keep it at 24 h or less; tokens are renewed in the page (refresh_at).",
+            )
+        )
+    return messages
+
+
+@register(Tags.security, Tags.database, deploy=True)
+def check_deploy_key_store(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Warning]:
+    """The key store of a site about to go live; only with ``check --deploy --database``."""
+    if not databases or "default" not in databases:
+        return []  # Django's rule: no query unless --database names the database
+    from django.db import DatabaseError
+
+    from .models import Key, KeyKind, SecurityConfig
+
+    try:
+        config = SecurityConfig.objects.filter(pk=1).values_list("enabled", flat=True).first()
+        usable = [
+            k for kind in (KeyKind.SECRET, KeyKind.PUBLIC_KEY) for k in Key.objects.usable(kind)
+        ]
+    except DatabaseError as exc:
+        return [
+            _deploy_warning(
+                7,
+                f"The chat key store cannot be read ({str(exc).splitlines()[0][:80]}).",
+                "Run 'manage.py migrate' before going live.",
+            )
+        ]
+    messages = []
+    if config is False:
+        messages.append(
+            _deploy_warning(
+                3,
+                "Web chat security is off: chat requests without a token are accepted.",
+                "Turn it on: 'manage.py chat_security security on' or the admin panel.",
+            )
+        )
+    if not usable:
+        messages.append(
+            _deploy_warning(
+                4,
+                "No usable signing secret or public key exists.",
+                "Every chat request will be refused with security_not_configured: run "
+                "'manage.py chat_security generate-secret' or add a public key.",
+            )
+        )
+    return messages

@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import subprocess
+import sys
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -32,6 +38,9 @@ def test_demo_setup_creates_logins_and_keys_once(clock):
     for login in ("admin-demo-2026", "alice-demo-2026", "bob-demo-2026"):
         assert login in first
     assert secret.secret_value() not in first
+    # Each login's user id: the sub its tokens carry (issue --sub needs it, not the name).
+    for user in (admin, alice, bob):
+        assert re.search(rf"{user.username} +/ \S+ +user id {user.pk} ", first), first
     # The hint names the project's interpreter: after scripts/demo.sh, plain "python" has no Django.
     assert ".venv/bin/python manage.py chat_security security off" in first
 
@@ -50,3 +59,32 @@ def test_demo_setup_keeps_existing_users_and_keys(clock, django_user_model):
     run()
     assert django_user_model.objects.get(username="alice").check_password("changed-by-alice")
     assert list(Key.objects.filter(kind=KeyKind.SECRET)) == [key]
+
+
+def test_demo_script_prints_each_system_check_warning_once(tmp_path):
+    """The manage.py steps of scripts/demo.sh before runserver print no check output.
+
+    runserver runs the system checks itself, so demo.W001 appears once, not three times.
+    """
+    root = Path(__file__).resolve().parent.parent
+    script = (root / "scripts" / "demo.sh").read_text()
+    steps = [
+        shlex.split(line.split("#")[0])[2:]
+        for line in script.splitlines()
+        if line.startswith(".venv/bin/python manage.py")
+    ]
+    assert [step[0] for step in steps] == ["migrate", "demo_setup"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO")}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    env["ADDR"] = "127.0.0.1:8000"
+    for step in steps:
+        step = [os.path.expandvars(a) for a in step]
+        done = subprocess.run(
+            [sys.executable, "manage.py", *step], cwd=root, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert "demo.W001" not in done.stdout + done.stderr
+    check = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert (check.stdout + check.stderr).count("demo.W001") == 1

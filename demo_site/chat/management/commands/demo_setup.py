@@ -28,6 +28,8 @@ DEMO_USERS = (
 
 
 class Command(BaseCommand):
+    # scripts/demo.sh runs the system checks once, with runserver.
+    requires_system_checks: list[str] = []
     help = (
         "Create the demo logins (admin, alice, bob), a signing secret and a service key "
         "pair if they do not exist yet. Safe to run again."
@@ -99,10 +101,16 @@ class Command(BaseCommand):
         out.write(f"Web chat security: {'on' if enabled else 'off'}")
         out.write("")
         out.write(self.style.SUCCESS(f"Demo site: {self.url}"))
-        out.write("Logins:")
+        out.write("Logins (user id = the sub their chat tokens carry):")
+        ids = dict(
+            get_user_model()
+            .objects.filter(username__in=[u[0] for u in DEMO_USERS])
+            .values_list("username", "pk")
+        )
         for username, password, *_rest, superuser in DEMO_USERS:
             role = "superuser: admin panel, agent page" if superuser else "regular user"
-            out.write(f"  {username:<6} / {password:<16} ({role})")
+            user_id = str(ids.get(username, "?"))
+            out.write(f"  {username:<6} / {password:<16} user id {user_id:<3} ({role})")
         if enabled:
             out.write(
                 "Anonymous visitors can chat on the login page once security is off: "
