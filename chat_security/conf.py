@@ -9,10 +9,12 @@ Every key is optional; the defaults below are the documented ones (README,
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
     # Path prefixes the middleware guards.
@@ -83,8 +85,9 @@ class ChatSecuritySettings:
     """Attribute access to ``settings.CHAT_SECURITY`` with defaults.
 
     Values are looked up on first access and memoised until Django sends
-    ``setting_changed`` (``override_settings`` in tests) — see signals.py —
-    so the hot path pays one dict lookup. Durations come back as float seconds.
+    ``setting_changed`` (``override_settings`` in tests) — see
+    :func:`reset_caches` — so the hot path pays one dict lookup. Durations
+    come back as float seconds.
     """
 
     def __init__(self) -> None:
@@ -121,3 +124,42 @@ class ChatSecuritySettings:
 
 
 app_settings = ChatSecuritySettings()
+
+
+# -- caches derived from settings -------------------------------------------------------
+
+#: Settings whose change invalidates what this package derived from them
+#: (SECRET_KEY: the at-rest key falls back to it).
+WATCHED_SETTINGS = frozenset({"CHAT_SECURITY", "SECRET_KEY"})
+
+_derived_caches: list[Callable[[], None]] = []
+
+
+def register_cache(clear: Callable[[], None]) -> None:
+    """Have ``clear`` run whenever the settings change (see :func:`reset_caches`).
+
+    Each module that keeps something derived from settings (compiled
+    prefixes, Fernet keys, the key snapshot, remembered verifications)
+    registers its own clear function when it is imported. The dependency
+    points at this module, so no receiver has to import the middleware or
+    the engine, and nothing is missed: a cache exists only once its module
+    has been imported, and then it is registered.
+    """
+    if clear not in _derived_caches:
+        _derived_caches.append(clear)
+
+
+def reset_caches() -> None:
+    """Forget every per-process value derived from settings (tests call it too)."""
+    app_settings.clear_cache()
+    for clear in list(_derived_caches):
+        clear()
+
+
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    """The one receiver for ``setting_changed`` (``override_settings``)."""
+    if setting in WATCHED_SETTINGS:
+        reset_caches()
+
+
+setting_changed.connect(_settings_changed, dispatch_uid="chat_security.conf.settings_changed")

@@ -16,27 +16,27 @@ import logging
 import math
 import re
 from typing import Any
-from urllib.parse import quote
 
 from django.db import IntegrityError, transaction
 
 from . import clock
-from .agent_data import (
-    Ignored,
-    clean_text,
-    drop,
-    email_value,
-    is_number,
-    normalise_agent_data,
-    number_text,
-    phone_e164,
-    text_value,
-)
+from .agent_data import normalise_agent_data
 from .conf import app_settings
 from .exceptions import ChatSecurityError, TokenError
 from .models import AuditEntry, Contact
 from .signals import contact_deleting
 from .tokens import user_id_of
+from .values import (
+    Ignored,
+    clean_text,
+    drop,
+    email_value,
+    is_number,
+    normalise_locale,
+    number_text,
+    phone_e164,
+    text_value,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +47,6 @@ NAME_MAX = 150
 CRM_ID_MAX = 255
 USER_DATA_KEY_MAX = 100
 _ANON_ID = re.compile(r"[A-Za-z0-9._~-]{1,200}")
-_LOCALE = re.compile(
-    r"(?P<language>[A-Za-z]{2,3})(?:-(?P<script>[A-Za-z]{4}))?(?:-(?P<region>[A-Za-z]{2}|\d{3}))?"
-)
 _FIELDS = ("email", "first_name", "last_name", "phone", "locale", "crm_id")
 
 
@@ -101,19 +98,6 @@ def _phone(claims: dict[str, Any], ignored: Ignored) -> str | None:
     return value
 
 
-def normalise_locale(value: Any) -> str | None:
-    """A BCP 47 language[-Script][-REGION] tag with canonical case (en-GB), else None."""
-    match = _LOCALE.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
-        return None
-    parts = [match["language"].lower()]
-    if match["script"]:
-        parts.append(match["script"].title())
-    if match["region"]:
-        parts.append(match["region"].upper())
-    return "-".join(parts)
-
-
 def _locale(claims: dict[str, Any], ignored: Ignored) -> str | None:
     value = normalise_locale(claims["locale"])
     if value is None:
@@ -134,20 +118,6 @@ def _crm_id(claims: dict[str, Any], ignored: Ignored) -> str | None:
         drop(ignored, "crmID", f"longer than {CRM_ID_MAX} characters")
         return None
     return value
-
-
-def crm_url(crm_id: str) -> str | None:
-    """The CRM link for ``crm_id`` from ``CRM_URL_TEMPLATE`` (the id URL-quoted), if set."""
-    template = app_settings.CRM_URL_TEMPLATE
-    if not crm_id or not isinstance(template, str) or "{crm_id}" not in template:
-        return None
-    if not template.startswith(("https://", "http://")):
-        return None
-    if crm_id in (".", ".."):
-        # Quoting leaves dots alone and browsers resolve these as path segments:
-        # the link would point at a parent page of the CRM, not at a record.
-        return None
-    return template.replace("{crm_id}", quote(crm_id, safe=""))
 
 
 # -- userData ----------------------------------------------------------------------
@@ -389,6 +359,18 @@ def external_id(contact: Contact) -> str:
     if contact.anonymous and contact.user_id.startswith(ANON_PREFIX):
         return contact.user_id[len(ANON_PREFIX) :]
     return contact.user_id
+
+
+def find_contact(user_id: str, *, anonymous: bool = False) -> Contact | None:
+    """The contact of a verified user id or, with ``anonymous``, of an anonymous cookie id.
+
+    The inverse of :func:`external_id`, so a site's agent screens need not know
+    how anonymous contacts are keyed. Only looks: never creates or updates.
+    """
+    if not isinstance(user_id, str) or not user_id:
+        return None
+    key = ANON_PREFIX + user_id if anonymous else user_id
+    return Contact.objects.filter(user_id=key, anonymous=anonymous).first()
 
 
 def _count(deleted: dict[str, int], name: str, count: Any) -> None:

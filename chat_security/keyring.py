@@ -42,7 +42,7 @@ from django.db.models.functions import Coalesce, Greatest
 from joserfc.jwk import RSAKey
 
 from . import clock, keys
-from .conf import app_settings
+from .conf import app_settings, register_cache
 from .exceptions import ChatSecurityError, KeyStoreUnavailable
 from .models import Key, KeyKind, KeyState, RevokedUser, SecurityConfig, TrafficStat, key_state
 
@@ -226,6 +226,15 @@ def get_snapshot() -> Snapshot:
     return snap
 
 
+def security_enabled() -> bool:
+    """Whether **Secure your web chat** is on, from this process's snapshot (no query once warm).
+
+    Raises KeyStoreUnavailable when the key store cannot be read; callers
+    that must decide anyway should treat that as on (fail closed).
+    """
+    return get_snapshot().enabled
+
+
 def _drop_snapshot() -> None:
     _State.snapshot = None
 
@@ -349,12 +358,17 @@ atexit.register(_flush_at_exit)
 
 
 def reset() -> None:
-    """Forget everything cached (tests, setting changes)."""
-    from .tokens import forget_verified  # tokens imports this module
+    """Forget the snapshot and the unwritten counters (tests, setting changes).
 
-    forget_verified()
+    Tokens the engine remembers need nothing from here: a remembered token is
+    used only with the very snapshot it was verified against, and the next
+    snapshot is a new object.
+    """
     with _State.lock:
         _State.snapshot = None
         _State.usage, _State.last_use, _State.traffic = {}, {}, {}
         _State.flushed_at = time.monotonic()
         _State.flush_deferred = False
+
+
+register_cache(reset)  # snapshots hold keys decrypted and parsed under the old settings

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings as django_settings
 from joserfc.jwk import RSAKey
 
-from .conf import app_settings
+from .conf import app_settings, register_cache
 from .exceptions import ChatSecurityError, KeyImportError
 
 MIN_RSA_BITS = 2048
@@ -270,3 +270,6 @@ def generate_service_keypair() -> tuple[str, PublicKeyInfo]:
 
 def clear_caches() -> None:
     _fernet.cache_clear()
+
+
+register_cache(clear_caches)  # the Fernet keys derive from ENCRYPTION_KEYS / SECRET_KEY

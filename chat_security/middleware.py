@@ -23,7 +23,7 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.utils.cache import patch_vary_headers
 
 from . import clock, keyring, tokens
-from .conf import app_settings
+from .conf import app_settings, register_cache
 from .exceptions import ERROR_CODES, KeyStoreUnavailable, TokenError
 from .identity_types import ChatIdentity
 from .session import SUBJECT_SESSION_KEY
@@ -53,11 +53,14 @@ GetResponse = Callable[[HttpRequest], HttpResponseBase | Awaitable[HttpResponseB
 
 @lru_cache(maxsize=1)
 def protected_prefixes() -> tuple[str, ...]:
-    """``PROTECTED_PATHS`` as a tuple for ``str.startswith``; signals.py clears it."""
+    """``PROTECTED_PATHS`` as a tuple for ``str.startswith``; cleared when settings change."""
     paths = app_settings.PROTECTED_PATHS
     if isinstance(paths, str):
         paths = [paths]
     return tuple(str(p) for p in paths if p)
+
+
+register_cache(protected_prefixes.cache_clear)
 
 
 def is_protected(path: str) -> bool:
@@ -147,6 +150,15 @@ def set_anonymous_cookie(request: HttpRequest, response: HttpResponseBase, value
         samesite="Lax",
         secure=request.is_secure() or settings.SESSION_COOKIE_SECURE,
     )
+
+
+def forget_anonymous_id(response: HttpResponseBase) -> None:
+    """Expire the anonymous visitor's id cookie on ``response`` (a chat logout).
+
+    Their next request gets a new id, so a fresh anonymous conversation. The
+    middleware leaves a cookie the view has set or deleted alone.
+    """
+    response.delete_cookie(app_settings.ANONYMOUS_COOKIE_NAME, samesite="Lax")
 
 
 # -- responses ----------------------------------------------------------------------

@@ -16,9 +16,30 @@ from django.db.models import F
 from django.dispatch import Signal
 from django.utils.translation import gettext_lazy as _
 
-from . import clock, keys
+from . import clock, keys, values
 from .conf import app_settings
 from .exceptions import KeyStateError
+
+
+class _Stamped(models.Model):
+    """Fills the ``stamped`` timestamps that are still unset when saved, from ``clock``.
+
+    Not a field ``default``: migrations would then name a callable of this
+    package, and they must import nothing from the app. ``clock.now`` is the
+    seam tests control time through.
+    """
+
+    stamped: tuple[str, ...] = ()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        now = clock.now_dt()
+        for name in self.stamped:
+            if getattr(self, name) is None:
+                setattr(self, name, now)
+        super().save(*args, **kwargs)
 
 
 class SecurityConfig(models.Model):
@@ -267,7 +288,7 @@ class KeyManager(models.Manager["Key"]):
         return key, secret
 
 
-class Key(models.Model):
+class Key(_Stamped):
     """One key of any kind. Its state is derived from timestamps at read time."""
 
     kind = models.CharField(max_length=16, choices=KeyKind.choices)
@@ -277,7 +298,7 @@ class Key(models.Model):
     public_pem = models.TextField(blank=True)
     encrypted_material = models.TextField(blank=True, editable=False)
     bits = models.PositiveIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(default=clock.now_dt)
+    created_at = models.DateTimeField()
     created_by = models.CharField(max_length=150, blank=True)
     grace_until = models.DateTimeField(null=True, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)
@@ -286,6 +307,7 @@ class Key(models.Model):
     use_count = models.PositiveBigIntegerField(default=0)
 
     objects = KeyManager()
+    stamped = ("created_at",)
 
     class Meta:
         ordering = ["kind", "-created_at"]
@@ -352,14 +374,16 @@ class RevokedUser(models.Model):
         return self.user_id
 
 
-class AuditEntry(models.Model):
+class AuditEntry(_Stamped):
     """Who changed keys or the mode, or tested a token (outcome only), and when."""
 
-    at = models.DateTimeField(default=clock.now_dt, db_index=True)
+    at = models.DateTimeField(db_index=True)
     actor = models.CharField(max_length=150, blank=True)
     action = models.CharField(max_length=40)
     kid = models.CharField(max_length=255, blank=True)
     detail = models.CharField(max_length=255, blank=True)
+
+    stamped = ("at",)
 
     class Meta:
         ordering = ["-at"]
@@ -374,7 +398,7 @@ class AuditEntry(models.Model):
         return cls.objects.create(actor=actor or "", action=action, kid=kid, detail=detail[:255])
 
 
-class Contact(models.Model):
+class Contact(_Stamped):
     """The chat's record of a verified (or anonymous) user, keyed by the external id."""
 
     user_id = models.CharField(max_length=255, unique=True)
@@ -393,8 +417,10 @@ class Contact(models.Model):
     #: over it (two devices with live tokens take turns); null = not in that token
     token_iat = models.FloatField(null=True, blank=True, editable=False)
     token_exp = models.FloatField(null=True, blank=True, editable=False)
-    created_at = models.DateTimeField(default=clock.now_dt)
-    updated_at = models.DateTimeField(default=clock.now_dt)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    stamped = ("created_at", "updated_at")
 
     class Meta:
         verbose_name = _("chat contact")
@@ -410,9 +436,7 @@ class Contact(models.Model):
     @property
     def crm_url(self) -> str | None:
         """Link to the CRM record when ``CRM_URL_TEMPLATE`` is set."""
-        from .identity import crm_url  # identity imports this module
-
-        return crm_url(self.crm_id)
+        return values.crm_url(self.crm_id)
 
 
 class TrafficStat(models.Model):

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from . import clock, keyring, tokens
+from . import clock, jws, keyring, tokens
 from .claims import build_claims
 from .exceptions import ChatSecurityError
 from .models import KeyState
@@ -82,7 +82,7 @@ def issue_for(user: Any) -> KeptToken:
     if not isinstance(sub, str):
         raise ChatSecurityError("CLAIMS_BUILDER must return the user id as a string 'sub'")
     token = tokens.issue(sub, claims)
-    issued = tokens.parse(token)  # our own token: read back iat/exp/kid exactly as signed
+    issued = jws.parse(token)  # our own token: read back iat/exp/kid exactly as signed
     iat, exp = issued.claims["iat"], int(issued.claims["exp"])
     return KeptToken(
         token=token,

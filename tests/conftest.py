@@ -2,16 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from chat_security import keyring, keys
+from chat_security import conf
 
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
-    """Each test starts with no cached key snapshot or counters."""
-    keyring.reset()
-    keys.clear_caches()
+    """Each test starts with no cached settings, keys, key snapshot, counters or
+    remembered verifications: as after a settings change."""
+    conf.reset_caches()
     yield
-    keyring.reset()
+    conf.reset_caches()
 
 
 class Clock:

@@ -10,7 +10,7 @@ from django.test import override_settings
 from django.urls import reverse
 
 from chat_security import identity
-from chat_security.admin_contacts import GDPR_ACTION
+from chat_security.admin.contacts import GDPR_ACTION
 from chat_security.models import AuditEntry, Contact
 from demo_site.chat.models import Message
 

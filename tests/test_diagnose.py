@@ -1,4 +1,4 @@
-"""The token tester's explanations (chat_security.diagnose)."""
+"""The token tester's explanations (chat_security.admin.diagnose)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from joserfc import jwe
 from joserfc.jwk import RSAKey
 
-from chat_security import diagnose as diagnose_module
-from chat_security.diagnose import diagnose, human_duration, relative, utc
+from chat_security.admin import diagnose as diagnose_module
+from chat_security.admin.diagnose import diagnose, human_duration, relative, utc
 from chat_security.exceptions import ERROR_CODES
 from chat_security.models import Key, KeyKind, RevokedUser
 from tests import tokencraft as tc
@@ -350,6 +350,6 @@ def test_outcome_of_service_key_kind_label():
 
 @pytest.mark.parametrize("value", [10**400, -(10**400), 10**20, 1e300, -1e300])
 def test_time_facts_skip_times_no_calendar_can_show(value):
-    from chat_security.diagnose import time_facts
+    from chat_security.admin.diagnose import time_facts
 
     assert time_facts({"exp": value, "iat": value, "nbf": value}, 1_800_000_000.0) == []

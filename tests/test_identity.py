@@ -12,7 +12,7 @@ from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import path
 
-from chat_security import identity, tokens
+from chat_security import identity, tokens, values
 from chat_security.exceptions import ChatSecurityError
 from chat_security.identity_types import ChatIdentity
 from chat_security.models import AuditEntry, Contact, Key, SecurityConfig
@@ -258,10 +258,10 @@ def test_crm_url_quotes_the_id():
     with override_settings(
         CHAT_SECURITY={"CRM_URL_TEMPLATE": "https://crm.example.com/c/{crm_id}"}
     ):
-        assert identity.crm_url("a/b c?") == "https://crm.example.com/c/a%2Fb%20c%3F"
+        assert values.crm_url("a/b c?") == "https://crm.example.com/c/a%2Fb%20c%3F"
         assert Contact(crm_id="42").crm_url == "https://crm.example.com/c/42"
-        assert identity.crm_url("") is None
-    assert identity.crm_url("42") is None  # no template configured
+        assert values.crm_url("") is None
+    assert values.crm_url("42") is None  # no template configured
 
 
 def test_user_data_keeps_scalars_and_says_why_it_drops_the_rest():

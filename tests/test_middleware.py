@@ -270,13 +270,14 @@ def test_protected_paths_follow_settings(token_for):
     assert_rejected(Client().get(WHOAMI), "missing_token")
 
 
-def test_one_receiver_clears_every_settings_cache():
-    """conf's values, the Fernet keys and the protected prefixes: one receiver, signals.py."""
+def test_one_receiver_clears_every_settings_cache(secret):
+    """conf's values, the Fernet keys, the protected prefixes, the key snapshot and the
+    remembered verifications: one receiver (conf's), each cache registered by its module."""
     import weakref
 
     from django.core.signals import setting_changed
 
-    from chat_security import keys, signals
+    from chat_security import conf, keys
     from chat_security.conf import app_settings
 
     ours = []
@@ -284,14 +285,18 @@ def test_one_receiver_clears_every_settings_cache():
         receiver = ref() if isinstance(ref, weakref.ReferenceType) else ref
         if receiver is not None and receiver.__module__.startswith("chat_security"):
             ours.append(receiver)
-    assert ours == [signals._settings_changed]
+    assert ours == [conf._settings_changed]
 
     assert middleware.protected_prefixes() and app_settings.PROTECTED_PATHS
     keys.encrypt("warm the Fernet cache")
-    signals._settings_changed(setting="CHAT_SECURITY")
+    tokens.verify(tokens.issue("cache-user"))
+    assert keyring._State.snapshot is not None and tokens._VERIFIED
+    conf._settings_changed(setting="CHAT_SECURITY")
     assert middleware.protected_prefixes.cache_info().currsize == 0
     assert keys._fernet.cache_info().currsize == 0
     assert app_settings._cache == {}
+    assert keyring._State.snapshot is None
+    assert tokens._VERIFIED == {}
 
 
 # -- a site-wide cache ----------------------------------------------------------------

@@ -17,9 +17,10 @@ from django import template
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 
-from chat_security import agent_data
-from chat_security.conf import app_settings
-from chat_security.models import Contact
+from ..agent_data import normalise_agent_data
+from ..conf import app_settings
+from ..models import Contact
+from ..values import email_value, http_url, parse_date, parse_datetime, phone_display, phone_e164
 
 register = template.Library()
 
@@ -41,7 +42,7 @@ def _number(value: int | float, decimals: int | None = None) -> str:
 
 
 def _datetime(iso: str) -> tuple[str, str]:
-    parsed = agent_data.parse_datetime(iso)
+    parsed = parse_datetime(iso)
     if parsed is None:
         return iso, iso
     try:
@@ -56,7 +57,7 @@ def display_item(item: dict[str, Any]) -> dict[str, Any]:
     kind, value = item["type"], item["value"]
     shown: dict[str, Any] = {"label": item["label"], "type": kind, "text": str(value)}
     if kind == "date":
-        parsed = agent_data.parse_date(value)
+        parsed = parse_date(value)
         shown["machine"] = value
         shown["text"] = formats.date_format(parsed, "DATE_FORMAT", use_l10n=True)
     elif kind == "datetime":
@@ -71,7 +72,7 @@ def display_item(item: dict[str, Any]) -> dict[str, Any]:
         shown["href"] = f"mailto:{value}"
     elif kind == "phone":
         shown["href"] = f"tel:{value}"
-        shown["text"] = agent_data.phone_display(value)
+        shown["text"] = phone_display(value)
     elif kind == "link":
         shown["href"] = value
         shown["text"] = item.get("text") or value
@@ -84,16 +85,16 @@ def display_item(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _identity_rows(contact: Contact) -> dict[str, Any]:
-    email = agent_data.email_value(contact.email)
-    phone = agent_data.phone_e164(contact.phone)
+    email = email_value(contact.email)
+    phone = phone_e164(contact.phone)
     return {
         "name": contact.display_name,
         "email": email,
         "phone": phone,
-        "phone_text": agent_data.phone_display(phone) if phone else "",
+        "phone_text": phone_display(phone) if phone else "",
         "locale": contact.locale,
         "crm_id": contact.crm_id,
-        "crm_url": agent_data.http_url(contact.crm_url),
+        "crm_url": http_url(contact.crm_url),
     }
 
 
@@ -102,9 +103,7 @@ def visitor_details(contact: Contact | None) -> dict[str, Any]:
     """The Visitor Details card for ``contact`` (a Contact or None)."""
     if not isinstance(contact, Contact):
         return {"contact": None}
-    items = agent_data.normalise_agent_data(
-        contact.agent_data, app_settings.AGENT_DATA_MAX_ITEMS, []
-    )
+    items = normalise_agent_data(contact.agent_data, app_settings.AGENT_DATA_MAX_ITEMS, [])
     return {
         "contact": contact,
         "verified": not contact.anonymous,

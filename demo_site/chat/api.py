@@ -14,9 +14,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from chat_security.conf import app_settings
-from chat_security.identity_types import ChatIdentity
-from chat_security.session import end_chat_session
+from chat_security import ChatIdentity, end_chat_session, forget_anonymous_id
 
 from .models import Message
 
@@ -168,5 +166,5 @@ def logout(request: HttpRequest) -> JsonResponse:
     response = private_json({"status": "ended"})
     if identity.anonymous and identity.anonymous_id:
         # An anonymous visitor's "logout" starts a fresh anonymous conversation.
-        response.delete_cookie(app_settings.ANONYMOUS_COOKIE_NAME, samesite="Lax")
+        forget_anonymous_id(response)
     return response

@@ -10,7 +10,7 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chat_security.signals import contact_deleting
+        from chat_security import contact_deleting
 
         from .receivers import delete_messages
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
-
-from chat_security import clock
+from django.utils import timezone
 
 
 class Message(models.Model):
@@ -20,7 +19,7 @@ class Message(models.Model):
     #: the staff member's username for agent replies
     author = models.CharField(max_length=150, blank=True)
     text = models.TextField()
-    created_at = models.DateTimeField(default=clock.now_dt)
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -1,4 +1,4 @@
-"""The demo chat's part of a GDPR deletion (``chat_security.signals.contact_deleting``)."""
+"""The demo chat's part of a GDPR deletion (``chat_security.contact_deleting``)."""
 
 from __future__ import annotations
 

@@ -16,9 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from chat_security import keyring
-from chat_security.exceptions import KeyStoreUnavailable
-from chat_security.identity import ANON_PREFIX
+from chat_security import KeyStoreUnavailable, find_contact, security_enabled
 from chat_security.models import Contact
 
 from .api import BadRequest, clean_text
@@ -27,10 +25,10 @@ from .models import Message
 CONVERSATION_LIMIT = 100
 
 
-def security_enabled() -> bool:
+def security_is_on() -> bool:
     """The switch, from the in-memory key snapshot; unknown counts as on (fail closed)."""
     try:
-        return keyring.get_snapshot().enabled
+        return security_enabled()
     except KeyStoreUnavailable:
         return True
 
@@ -50,7 +48,7 @@ class DemoLoginView(LoginView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        context["anonymous_chat"] = not security_enabled()
+        context["anonymous_chat"] = not security_is_on()
         context.update(widget_context(with_token_endpoint=False))
         return context
 
@@ -58,7 +56,7 @@ class DemoLoginView(LoginView):
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     context = widget_context(with_token_endpoint=True)
-    context["security_enabled"] = security_enabled()
+    context["security_enabled"] = security_is_on()
     return render(request, "dashboard.html", context)
 
 
@@ -119,9 +117,7 @@ def agent(request: HttpRequest) -> HttpResponse:
             "user_id": user_id,
             "anonymous": anonymous,
             "messages": _recent(user_id, anonymous),
-            "contact": Contact.objects.filter(
-                user_id=ANON_PREFIX + user_id if anonymous else user_id
-            ).first(),
+            "contact": find_contact(user_id, anonymous=anonymous),
         }
     context = {"conversations": _conversations(), "selected": selected}
     response = render(request, "chat/agent.html", context)

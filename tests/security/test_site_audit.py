@@ -13,7 +13,7 @@ from django.template import engines
 from django.test import Client, override_settings
 from django.urls import path
 
-from chat_security import identity
+from chat_security import identity, values
 from chat_security.models import Contact
 from demo_site.chat.models import Message
 from tests import chat_helpers
@@ -132,9 +132,9 @@ def test_crm_dot_segments_get_no_link(crm_id):
     with override_settings(
         CHAT_SECURITY={"CRM_URL_TEMPLATE": "https://crm.example.com/c/{crm_id}"}
     ):
-        assert identity.crm_url(crm_id) is None
-        assert identity.crm_url("../x") == "https://crm.example.com/c/..%2Fx"
-        assert identity.crm_url("a/b?c#d") == "https://crm.example.com/c/a%2Fb%3Fc%23d"
+        assert values.crm_url(crm_id) is None
+        assert values.crm_url("../x") == "https://crm.example.com/c/..%2Fx"
+        assert values.crm_url("a/b?c#d") == "https://crm.example.com/c/a%2Fb%3Fc%23d"
 
 
 @pytest.mark.django_db

@@ -30,9 +30,11 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
-from . import admin_data, clock, keys
-from .diagnose import Diagnosis, diagnose, utc
-from .exceptions import KeyImportError, KeyStateError
+from .. import clock, keys
+from ..exceptions import KeyImportError, KeyStateError
+from ..models import AuditEntry, Key, KeyKind, SecurityConfig
+from . import data as admin_data
+from .diagnose import Diagnosis, diagnose
 from .forms import (
     PublicKeyForm,
     RevokeKeyForm,
@@ -41,7 +43,7 @@ from .forms import (
     ServiceKeyForm,
     TokenTestForm,
 )
-from .models import AuditEntry, Key, KeyKind, SecurityConfig
+from .timefmt import utc
 
 csrf_protect_m = method_decorator(csrf_protect)
 sensitive_post_parameters_m = method_decorator(sensitive_post_parameters())

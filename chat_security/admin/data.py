@@ -13,12 +13,12 @@ from django.db.models import Sum
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
-from . import clock, keyring, views
-from .conf import app_settings
-from .diagnose import relative, utc
-from .exceptions import ERROR_CODES
+from .. import clock, keyring, views
+from ..conf import app_settings
+from ..exceptions import ERROR_CODES
+from ..models import AuditEntry, Key, KeyKind, KeyState, SecurityConfig, TrafficStat
 from .forms import default_grace_hours
-from .models import AuditEntry, Key, KeyKind, KeyState, SecurityConfig, TrafficStat
+from .timefmt import relative, utc
 
 RECENT_AUDIT = 10
 #: Where the README tells projects to route ``chat_security.views.jwks``.

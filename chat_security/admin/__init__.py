@@ -1,9 +1,15 @@
-"""Django admin registration: the Developer – WebChat panel and the audit log.
+"""The admin: the Developer – WebChat panel, the audit log and chat contacts.
+
+Django's autodiscovery imports this package, which registers the ModelAdmins.
+Its modules: ``panel`` (the panel's views), ``data`` (what the panel shows),
+``forms``, ``diagnose`` (the token tester's explanations), ``timefmt`` (times
+in words, UTC) and ``contacts`` (the contact admin with the GDPR deletion).
+Nothing outside this package imports it (tests/test_layout.py).
 
 ``SecurityConfig``'s changelist *is* the panel, so the admin index links to it
 under the app. None of the model's stock add/change/delete views exist: the
 switch and the keys change only through the panel's confirmed, audited
-actions (admin_views.py), which call the same manager methods as the CLI.
+actions (panel.py), which call the same manager methods as the CLI.
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import URLPattern, path
 
-from . import admin_contacts  # noqa: F401  (contact admin with the GDPR delete action)
-from .admin_views import DeveloperPanelMixin, can_manage, can_test
-from .models import AuditEntry, SecurityConfig
+from ..models import AuditEntry, SecurityConfig
+from . import contacts  # noqa: F401  (contact admin with the GDPR delete action)
+from .panel import DeveloperPanelMixin, can_manage, can_test
 
 
 @admin.register(SecurityConfig)

@@ -12,9 +12,9 @@ from django import forms
 from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
 
-from . import keys
-from .conf import MAX_GRACE_HOURS, app_settings
-from .models import Key
+from .. import keys
+from ..conf import MAX_GRACE_HOURS, app_settings
+from ..models import Key
 
 #: The tester accepts more than MAX_TOKEN_BYTES so that an oversized token gets
 #: the engine's token_too_large explanation rather than a form error.

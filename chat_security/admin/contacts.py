@@ -23,10 +23,10 @@ from django.template.loader import render_to_string
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from . import identity
-from .exceptions import ChatSecurityError
-from .models import Contact
-from .templatetags.chat_security_agent import visitor_details
+from .. import identity
+from ..exceptions import ChatSecurityError
+from ..models import Contact
+from ..templatetags.chat_security_agent import visitor_details
 
 GDPR_ACTION = _("Delete contact and all its data (GDPR)")
 

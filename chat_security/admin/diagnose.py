@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db import Error as DatabaseError
 
-from . import clock, identity, keyring, tokens
-from .exceptions import ERROR_CODES, HINTS, ChatSecurityError, KeyStoreUnavailable, TokenError
-from .keyring import KIND_OF_ALGORITHM, KeyEntry
-from .models import KeyKind, KeyState
+from .. import clock, identity, jws, keyring, tokens
+from ..exceptions import ERROR_CODES, HINTS, ChatSecurityError, KeyStoreUnavailable, TokenError
+from ..keyring import KIND_OF_ALGORITHM, KeyEntry
+from ..models import KeyKind, KeyState
+from .timefmt import human_duration, relative, utc
 
 #: A token that expired (or starts) within this many seconds of "now" is
 #: more likely a clock difference between servers than a stale token.
@@ -44,38 +44,7 @@ UNAVAILABLE = "unavailable"
 NOT_FIELD_ROWS = frozenset({"private_keys", "ignored"})
 
 
-# -- time words ---------------------------------------------------------------------
-
-
-def human_duration(seconds: float) -> str:
-    """'45 s', '42 min', '3 h', '5 days' — the unit a person would pick."""
-    s = abs(seconds)
-    if s < 90:
-        return f"{int(round(s))} s"
-    if s < 90 * 60:
-        return f"{int(round(s / 60))} min"
-    if s < 72 * 3600:
-        return f"{int(round(s / 3600))} h"
-    return f"{int(round(s / 86400))} days"
-
-
-def utc(ts: float, now: float | None = None) -> str:
-    """'10:02 UTC' when close to ``now``, else '2027-01-15 10:02 UTC'."""
-    try:
-        when = datetime.fromtimestamp(ts, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return "an impossible date"
-    if now is not None and abs(ts - now) < 20 * 3600:
-        return f"{when:%H:%M} UTC"
-    return f"{when:%Y-%m-%d %H:%M} UTC"
-
-
-def relative(ts: float, now: float) -> str:
-    """'in 42 min', '3 min ago' or 'just now'."""
-    delta = ts - now
-    if abs(delta) < 1:
-        return "just now"
-    return f"in {human_duration(delta)}" if delta > 0 else f"{human_duration(delta)} ago"
+# -- time facts -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -193,7 +162,7 @@ def _pretty(value: Any) -> str:
 
 
 def find_signer(
-    parsed: tokens.ParsedToken, now: float, unreadable: list[str] | None = None
+    parsed: jws.ParsedToken, now: float, unreadable: list[str] | None = None
 ) -> Signer | None:
     """The key (any state) whose signature matches, or None.
 
@@ -343,7 +312,7 @@ def _hint_malformed(raw: str) -> list[str]:
         return ["Remove the 'Bearer ' prefix: paste only the token itself."]
     if raw[:1] in "\"'" or raw[-1:] in "\"'":
         return ["Remove the quotes around the token."]
-    if any(c.isspace() for c in raw) and tokens.COMPACT_JWS.fullmatch("".join(raw.split())):
+    if any(c.isspace() for c in raw) and jws.COMPACT_JWS.fullmatch("".join(raw.split())):
         return ["The token contains spaces or line breaks; paste it as one line."]
     if raw.count(".") == 4:
         return ["This looks like an encrypted JWE (five parts), not a signed JWT (three parts)."]
@@ -411,7 +380,7 @@ def _explain_failure(exc: TokenError, token: str, now: float) -> Diagnosis:
     )
     unreadable: list[str] = []
     try:
-        parsed = tokens.parse(token)
+        parsed = jws.parse(token)
     except TokenError:
         parsed = None
     if parsed is not None:

@@ -1,0 +1,40 @@
+"""Times as the admin shows them: UTC, and in the words a person would use.
+
+The panel's key tables and the token tester both use these; times are UTC
+so that what support staff read matches what the signing servers log.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def human_duration(seconds: float) -> str:
+    """'45 s', '42 min', '3 h', '5 days' — the unit a person would pick."""
+    s = abs(seconds)
+    if s < 90:
+        return f"{int(round(s))} s"
+    if s < 90 * 60:
+        return f"{int(round(s / 60))} min"
+    if s < 72 * 3600:
+        return f"{int(round(s / 3600))} h"
+    return f"{int(round(s / 86400))} days"
+
+
+def utc(ts: float, now: float | None = None) -> str:
+    """'10:02 UTC' when close to ``now``, else '2027-01-15 10:02 UTC'."""
+    try:
+        when = datetime.fromtimestamp(ts, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return "an impossible date"
+    if now is not None and abs(ts - now) < 20 * 3600:
+        return f"{when:%H:%M} UTC"
+    return f"{when:%Y-%m-%d %H:%M} UTC"
+
+
+def relative(ts: float, now: float) -> str:
+    """'in 42 min', '3 min ago' or 'just now'."""
+    delta = ts - now
+    if abs(delta) < 1:
+        return "just now"
+    return f"in {human_duration(delta)}" if delta > 0 else f"{human_duration(delta)} ago"
