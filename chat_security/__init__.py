@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 #: public name -> the module (in this package) that defines it
 _EXPORTS: dict[str, str] = {
     "ERROR_CODES": "exceptions",
+    "AnonymousLinkError": "exceptions",
     "ChatIdentity": "identity_types",
     "ChatSecurityError": "exceptions",
     "KeyImportError": "exceptions",
@@ -29,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     "KeyStoreUnavailable": "exceptions",
     "TokenError": "exceptions",
     "VerifiedToken": "tokens",
+    "anonymous_id_of": "middleware",
+    "anonymous_linked": "signals",
     "contact_deleting": "signals",
     "contact_for": "identity",
     "delete_contact": "identity",
@@ -36,12 +39,14 @@ _EXPORTS: dict[str, str] = {
     "find_contact": "identity",
     "forget_anonymous_id": "middleware",
     "issue": "tokens",
+    "link_anonymous": "identity",
     "security_enabled": "keyring",
     "verify": "tokens",
 }
 
 __all__ = [
     "ERROR_CODES",
+    "AnonymousLinkError",
     "ChatIdentity",
     "ChatSecurityError",
     "KeyImportError",
@@ -49,6 +54,8 @@ __all__ = [
     "KeyStoreUnavailable",
     "TokenError",
     "VerifiedToken",
+    "anonymous_id_of",
+    "anonymous_linked",
     "contact_deleting",
     "contact_for",
     "delete_contact",
@@ -56,6 +63,7 @@ __all__ = [
     "find_contact",
     "forget_anonymous_id",
     "issue",
+    "link_anonymous",
     "security_enabled",
     "verify",
 ]
@@ -63,18 +71,19 @@ __all__ = [
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads them
     from .exceptions import (
         ERROR_CODES,
+        AnonymousLinkError,
         ChatSecurityError,
         KeyImportError,
         KeyStateError,
         KeyStoreUnavailable,
         TokenError,
     )
-    from .identity import contact_for, delete_contact, find_contact
+    from .identity import contact_for, delete_contact, find_contact, link_anonymous
     from .identity_types import ChatIdentity
     from .keyring import security_enabled
-    from .middleware import forget_anonymous_id
+    from .middleware import anonymous_id_of, forget_anonymous_id
     from .session import end_chat_session
-    from .signals import contact_deleting
+    from .signals import anonymous_linked, contact_deleting
     from .tokens import VerifiedToken, issue, verify
 
 

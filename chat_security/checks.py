@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, DURATIONS, JS_IDENTIFIER, app_settings
+from .conf import DEFAULTS, DURATIONS, JS_IDENTIFIER, app_settings, seconds
 
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MIDDLEWARE = "chat_security.middleware.ChatSecurityMiddleware"
@@ -72,6 +72,15 @@ def _setting_errors(raw: Callable[[str], Any]) -> list[Error]:
                     f"The default is {DEFAULTS[name]}.",
                 )
             )
+    timeout = raw("WEBSOCKET_IDENTIFY_TIMEOUT")
+    if _is_duration(timeout) and not 0 < seconds(timeout) <= 600:
+        errors.append(
+            _error(
+                17,
+                "WEBSOCKET_IDENTIFY_TIMEOUT must be more than 0 and at most 600 seconds.",
+                "The default is 10.",
+            )
+        )
     if (
         _is_duration(raw("DEFAULT_TOKEN_TTL"), 1)
         and _is_duration(raw("MAX_TOKEN_LIFETIME"), 1)

@@ -52,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "KEY_CACHE_SECONDS": 5,
     # How often usage counters are written to the database, seconds.
     "USAGE_FLUSH_SECONDS": 60,
+    # Seconds a WebSocket opened without a subprotocol token has to send identify.
+    "WEBSOCKET_IDENTIFY_TIMEOUT": 10,
     # Caps for identity data kept on the contact record.
     "USER_DATA_MAX_BYTES": 4096,
     "AGENT_DATA_MAX_ITEMS": 50,
@@ -70,6 +72,7 @@ DURATIONS = frozenset(
         "GRACE_PERIOD",
         "KEY_CACHE_SECONDS",
         "USAGE_FLUSH_SECONDS",
+        "WEBSOCKET_IDENTIFY_TIMEOUT",
     }
 )
 

@@ -78,3 +78,8 @@ class KeyStateError(ChatSecurityError):
 
 class KeyStoreUnavailable(ChatSecurityError):
     """The key store could not be read (e.g. the database is down)."""
+
+
+class AnonymousLinkError(ChatSecurityError):
+    """``link_anonymous`` refused: a malformed id, or an anonymous id already linked
+    to another user (SPEC §11); the message says which."""

@@ -1,11 +1,13 @@
-"""Identity claims -> contact record (SPEC §8), and deleting a contact (GDPR).
+"""Identity claims -> contact record (SPEC §8), continuity (§11), deletion (GDPR).
 
 ``preview`` is the pure rule set: what a token's claims would give the
 contact and what was dropped, and why. ``contact_for`` applies it to the
 database, once per token and never over data from a newer token (by ``iat``,
-then ``exp``). ``delete_contact`` is the one deletion path the CLI
-and the admin share. The decrypted ``user_payload`` (``private``) is never
-written anywhere by this module; ``preview`` reports only its key names.
+then ``exp``). ``link_anonymous`` merges an anonymous visitor's contact into
+the user's when they log in. ``delete_contact`` is the one deletion path the
+CLI and the admin share; it follows those links. The decrypted
+``user_payload`` (``private``) is never written anywhere by this module;
+``preview`` reports only its key names.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from django.db import IntegrityError, transaction
 from . import clock
 from .agent_data import normalise_agent_data
 from .conf import app_settings
-from .exceptions import ChatSecurityError, TokenError
-from .models import AuditEntry, Contact
-from .signals import contact_deleting
+from .exceptions import AnonymousLinkError, ChatSecurityError, TokenError
+from .models import AnonymousLink, AuditEntry, Contact
+from .signals import anonymous_linked, contact_deleting
 from .tokens import user_id_of
+from .user_data import add_missing_keys, merge_user_data, normalise_user_data
 from .values import (
+    ANONYMOUS_ID_RE,
     Ignored,
     clean_text,
     drop,
@@ -45,9 +49,10 @@ logger = logging.getLogger(__name__)
 ANON_PREFIX = "anon:"
 NAME_MAX = 150
 CRM_ID_MAX = 255
-USER_DATA_KEY_MAX = 100
 _ANON_ID = re.compile(r"[A-Za-z0-9._~-]{1,200}")
 _FIELDS = ("email", "first_name", "last_name", "phone", "locale", "crm_id")
+#: what a user's contact takes from a merged anonymous one, where it has nothing
+_MERGED = (*_FIELDS, "agent_data")
 
 
 # -- single claims -----------------------------------------------------------------
@@ -118,62 +123,6 @@ def _crm_id(claims: dict[str, Any], ignored: Ignored) -> str | None:
         drop(ignored, "crmID", f"longer than {CRM_ID_MAX} characters")
         return None
     return value
-
-
-# -- userData ----------------------------------------------------------------------
-
-
-def _entry_size(key: str, value: Any) -> int:
-    """Bytes of ``"key":value`` in compact UTF-8 JSON."""
-    text = json.dumps({key: value}, ensure_ascii=False, separators=(",", ":"))
-    return len(text.encode("utf-8", "replace")) - 2
-
-
-def fit_user_data(pairs: list[tuple[str, Any]], cap: int, ignored: Ignored) -> dict[str, Any]:
-    """Keep pairs in order while the JSON object stays within ``cap`` bytes."""
-    kept: dict[str, Any] = {}
-    size = 2  # "{}"
-    for key, value in pairs:
-        extra = _entry_size(key, value) + (1 if kept else 0)
-        if size + extra > cap:
-            field = f"userData.{key[:USER_DATA_KEY_MAX]}"
-            drop(ignored, field, f"over USER_DATA_MAX_BYTES ({cap} bytes)")
-            continue
-        kept[key] = value
-        size += extra
-    return kept
-
-
-def normalise_user_data(value: Any, ignored: Ignored) -> dict[str, Any] | None:
-    """Scalar values only, keys and strings cleaned, the whole capped in size."""
-    if not isinstance(value, dict):
-        drop(ignored, "userData", "must be an object")
-        return None
-    pairs: list[tuple[str, Any]] = []
-    for raw_key, item in value.items():
-        key = clean_text(str(raw_key))
-        field = f"userData.{key[:USER_DATA_KEY_MAX]}"
-        if not key or len(key) > USER_DATA_KEY_MAX:
-            drop(ignored, field, f"keys must be 1–{USER_DATA_KEY_MAX} characters")
-        elif isinstance(item, bool) or is_number(item):
-            pairs.append((key, item))
-        elif isinstance(item, str):
-            pairs.append((key, clean_text(item)))
-        elif isinstance(item, int | float):
-            drop(ignored, field, "number out of range (at most 2**53)")
-        else:
-            kind = "null" if item is None else "an object or list"
-            drop(ignored, field, f"{kind} is not kept: only strings, numbers and booleans")
-    return fit_user_data(pairs, app_settings.USER_DATA_MAX_BYTES, ignored)
-
-
-def merge_user_data(old: Any, new: dict[str, Any]) -> dict[str, Any]:
-    """Top-level merge; when over the cap the token's keys win over older ones."""
-    old = old if isinstance(old, dict) else {}
-    merged = {**old, **new}
-    priority = list(new.items()) + [(k, v) for k, v in old.items() if k not in new]
-    kept = fit_user_data(priority, app_settings.USER_DATA_MAX_BYTES, [])
-    return {k: v for k, v in merged.items() if k in kept}
 
 
 # -- the preview -------------------------------------------------------------------
@@ -351,6 +300,98 @@ def contact_for(identity: Any) -> Contact | None:
     return _apply(user_id, claims, stamp)
 
 
+# -- continuity (SPEC §11) ---------------------------------------------------------
+
+
+def _link_ids(anonymous_id: Any, user_id: Any) -> str:
+    if not isinstance(anonymous_id, str) or not ANONYMOUS_ID_RE.fullmatch(anonymous_id):
+        raise AnonymousLinkError(
+            "the anonymous id must be a visitor cookie id: 'anon-' and 22 characters "
+            "of A-Z, a-z, 0-9, '_' or '-'"
+        )
+    try:
+        user_id_of({"sub": user_id})
+    except TokenError as exc:
+        raise AnonymousLinkError(str(exc.detail)) from None
+    if user_id.startswith(ANON_PREFIX):
+        raise AnonymousLinkError(f"user ids starting with {ANON_PREFIX!r} are reserved")
+    return ANON_PREFIX + anonymous_id
+
+
+def merge_anonymous(contact: Contact, anonymous: Contact) -> bool:
+    """Fill in what ``contact`` lacks from ``anonymous``; whether anything changed.
+
+    The user's own values win: a field only where the user's is empty,
+    ``userData`` keys only where the user has none, and only while they fit in
+    ``USER_DATA_MAX_BYTES`` (the user's keys are never dropped for them).
+    """
+    changed = False
+    for name in _MERGED:
+        if not getattr(contact, name) and getattr(anonymous, name):
+            setattr(contact, name, getattr(anonymous, name))
+            changed = True
+    user_data = add_missing_keys(contact.user_data, anonymous.user_data)
+    if user_data != contact.user_data:
+        contact.user_data = user_data
+        changed = True
+    return changed
+
+
+def link_anonymous(anonymous_id: str, user_id: str) -> AnonymousLink:
+    """Link an anonymous visitor's id to the user who just logged in (SPEC §11).
+
+    In one transaction: merges the ``anon:<id>`` contact into the user's (see
+    :func:`merge_anonymous`; the user's contact is created if it does not
+    exist), records an ``AnonymousLink``, sends ``anonymous_linked``
+    (``anonymous_id``, ``user_id``, ``contact``) so other apps move their data,
+    then deletes the anonymous contact: the user's contact now holds its data
+    and the link remembers the id, for a GDPR deletion of the user.
+
+    Idempotent: linking the same pair again returns the same link and changes
+    nothing that is already done; it merges and signals again, so what was
+    written under the anonymous id since (the browser chatted anonymously
+    again) follows. Raises :class:`AnonymousLinkError` for a malformed id and
+    for an anonymous id already linked to another user.
+    """
+    key = _link_ids(anonymous_id, user_id)
+    try:
+        return _link(anonymous_id, user_id, key)
+    except IntegrityError:
+        # A concurrent first link of this id, or first contact of this user: once
+        # more, on top of the committed row (or refused, if that links another user).
+        return _link(anonymous_id, user_id, key)
+
+
+def _link(anonymous_id: str, user_id: str, key: str) -> AnonymousLink:
+    with transaction.atomic():
+        # Both rows locked in one statement, always in the same order.
+        locked = Contact.objects.select_for_update().filter(user_id__in=(key, user_id))
+        rows = {row.user_id: row for row in locked.order_by("user_id")}
+        link = AnonymousLink.objects.filter(anonymous_id=anonymous_id).select_related("contact")
+        link = link.first()
+        if link is not None and link.contact.user_id != user_id:
+            raise AnonymousLinkError("this anonymous id is already linked to another user")
+        contact = rows.get(user_id) or Contact(user_id=user_id)
+        anonymous = rows.get(key)
+        anonymous = anonymous if anonymous is not None and anonymous.anonymous else None
+        changed = anonymous is not None and merge_anonymous(contact, anonymous)
+        if changed or contact.pk is None:
+            contact.updated_at = clock.now_dt()
+            contact.save()
+        if link is None:
+            link = AnonymousLink.objects.create(anonymous_id=anonymous_id, contact=contact)
+        link.contact = contact
+        moved: dict[str, int] = {}
+        results = anonymous_linked.send(
+            sender=AnonymousLink, anonymous_id=anonymous_id, user_id=user_id, contact=contact
+        )
+        _add_counts(moved, results)
+        if anonymous is not None:
+            anonymous.delete()
+    logger.info("anonymous visitor linked to contact %s: %s", user_id, moved or "nothing moved")
+    return link
+
+
 # -- deletion ----------------------------------------------------------------------
 
 
@@ -378,14 +419,64 @@ def _count(deleted: dict[str, int], name: str, count: Any) -> None:
         deleted[name] = deleted.get(name, 0) + count
 
 
+def _add_counts(counts: dict[str, int], results: list[tuple[Any, Any]]) -> None:
+    """Add up the ``{"name": count}`` descriptions receivers of a signal returned."""
+    for _receiver, result in results:
+        if isinstance(result, dict):
+            for name, count in result.items():
+                _count(counts, str(name), count)
+
+
+def _delete_rows(contacts: Any, deleted: dict[str, int]) -> None:
+    """Delete ``contacts`` (a queryset); count the rows that cascade from them."""
+    _total, by_model = contacts.delete()
+    for label, count in by_model.items():
+        if label == AnonymousLink._meta.label:
+            _count(deleted, "anonymous_links", count)
+        elif label != Contact._meta.label:
+            _count(deleted, label, count)
+
+
+def _delete_linked(contact: Contact, deleted: dict[str, int]) -> None:
+    """The GDPR deletion of ``contact`` reaches the anonymous ids linked to it.
+
+    ``contact_deleting`` goes out for each, with the anonymous contact or, where
+    that was merged away, an unsaved stand-in, so receivers find the data they
+    still key by the anonymous id. The link rows go with ``contact`` (cascade).
+    """
+    if contact.anonymous:
+        # Erasing an anonymous id erases its link too (nothing keeps the id).
+        links = AnonymousLink.objects.filter(anonymous_id=external_id(contact))
+        _count(deleted, "anonymous_links", links.delete()[0])
+        return
+    keys = {
+        ANON_PREFIX + i: i for i in contact.anonymous_links.values_list("anonymous_id", flat=True)
+    }
+    if not keys:
+        return
+    found = Contact.objects.select_for_update().filter(user_id__in=keys, anonymous=True)
+    rows = {row.user_id: row for row in found.order_by("user_id")}
+    for key, anonymous_id in keys.items():
+        anonymous = rows.get(key) or Contact(user_id=key, anonymous=True)
+        _add_counts(
+            deleted,
+            contact_deleting.send(sender=Contact, user_id=anonymous_id, contact=anonymous),
+        )
+    if rows:
+        _count(deleted, "anonymous_contacts", len(rows))
+        _delete_rows(Contact.objects.filter(pk__in=[row.pk for row in rows.values()]), deleted)
+
+
 def delete_contact(user_id: str, actor: str = "") -> dict[str, Any]:
     """Delete the contact ``user_id`` and everything tied to it (GDPR erasure).
 
     Receivers of ``contact_deleting`` get ``user_id`` = :func:`external_id`
     (for an anonymous contact "anon:<cookie id>" that is the cookie id) and
     ``contact``, delete their data and return counts (e.g. ``{"messages": 12}``);
-    rows that cascade from the contact are counted too. Raises
-    ChatSecurityError when no such contact exists.
+    rows that cascade from the contact are counted too. A user's contact takes
+    the anonymous ids linked to it along (:func:`link_anonymous`): the signal
+    goes out for each, and the counts include ``anonymous_links`` and
+    ``anonymous_contacts``. Raises ChatSecurityError when no such contact exists.
     """
     if not isinstance(user_id, str) or not user_id:
         raise ChatSecurityError("give the contact's user id")
@@ -394,16 +485,12 @@ def delete_contact(user_id: str, actor: str = "") -> dict[str, Any]:
         if contact is None:
             raise ChatSecurityError(f"no contact with user id {user_id[:255]!r}")
         deleted: dict[str, int] = {"contact": 1}
-        for _receiver, result in contact_deleting.send(
-            sender=Contact, user_id=external_id(contact), contact=contact
-        ):
-            if isinstance(result, dict):
-                for name, count in result.items():
-                    _count(deleted, str(name), count)
-        _total, by_model = contact.delete()
-        for label, count in by_model.items():
-            if label != Contact._meta.label:
-                _count(deleted, label, count)
+        _delete_linked(contact, deleted)
+        _add_counts(
+            deleted,
+            contact_deleting.send(sender=Contact, user_id=external_id(contact), contact=contact),
+        )
+        _delete_rows(Contact.objects.filter(pk=contact.pk), deleted)
         summary = ", ".join(f"{k}={v}" for k, v in deleted.items())
         AuditEntry.record(actor, "delete_contact", detail=f"{user_id} ({summary})")
     logger.info("contact %s deleted by %s: %s", user_id, actor or "-", summary)

@@ -235,6 +235,24 @@ def security_enabled() -> bool:
     return get_snapshot().enabled
 
 
+def fresh_snapshot(margin: float = 0.0) -> Snapshot | None:
+    """The snapshot, if :func:`get_snapshot` and the counters would touch no database now.
+
+    None when a version check or a counter flush falls due within ``margin``
+    seconds. Lets async callers (the WebSocket middleware) verify on the event
+    loop when no query can happen, and go to the database thread otherwise.
+    """
+    snap, mono = _State.snapshot, time.monotonic()
+    if (
+        snap is None
+        or mono - _State.checked_at >= app_settings.KEY_CACHE_SECONDS - margin
+        or mono - _State.flushed_at >= app_settings.USAGE_FLUSH_SECONDS - margin
+        or clock.now() >= snap.rebuild_at - margin
+    ):
+        return None
+    return snap
+
+
 def _drop_snapshot() -> None:
     _State.snapshot = None
 

@@ -27,6 +27,7 @@ from .conf import app_settings, register_cache
 from .exceptions import ERROR_CODES, KeyStoreUnavailable, TokenError
 from .identity_types import ChatIdentity
 from .session import SUBJECT_SESSION_KEY
+from .values import ANONYMOUS_ID_RE
 
 logger = logging.getLogger("chat_security.middleware")
 
@@ -37,7 +38,6 @@ NEW_ANONYMOUS_ID = "_chat_security_new_anonymous_id"
 #: response) could no longer make its page private, so it writes no token.
 FINISHED_FLAG = "_chat_security_finished"
 
-ANONYMOUS_ID_RE = re.compile(r"anon-[A-Za-z0-9_-]{22}")
 ANONYMOUS_COOKIE_AGE = 365 * 24 * 3600
 
 # RFC 9110 token characters minus ".", so a bare JWT is never taken for a scheme name.
@@ -159,6 +159,24 @@ def forget_anonymous_id(response: HttpResponseBase) -> None:
     middleware leaves a cookie the view has set or deleted alone.
     """
     response.delete_cookie(app_settings.ANONYMOUS_COOKIE_NAME, samesite="Lax")
+
+
+def anonymous_id_of(request: HttpRequest, *, renew: bool = False) -> str | None:
+    """The anonymous id the visitor's cookie carries, or None (none, malformed, or
+    ``ANONYMOUS_IDS`` off). For a login hook: pass it to ``link_anonymous``.
+
+    ``renew`` makes the response (through this middleware) replace the cookie
+    with a fresh id, so an id is linked to one user once and whoever chats
+    anonymously in this browser after a logout starts a new conversation.
+    """
+    if not app_settings.ANONYMOUS_IDS:
+        return None
+    cookie = request.COOKIES.get(app_settings.ANONYMOUS_COOKIE_NAME, "")
+    if not ANONYMOUS_ID_RE.fullmatch(cookie):
+        return None
+    if renew:
+        setattr(request, NEW_ANONYMOUS_ID, new_anonymous_id())
+    return cookie
 
 
 # -- responses ----------------------------------------------------------------------

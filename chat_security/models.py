@@ -439,6 +439,29 @@ class Contact(_Stamped):
         return values.crm_url(self.crm_id)
 
 
+class AnonymousLink(_Stamped):
+    """An anonymous visitor id merged into a verified user's contact (SPEC §11).
+
+    The anonymous ``Contact`` row is deleted when it is merged; this row
+    remembers the id so a GDPR deletion of the user reaches the data other apps
+    still key by it, and so the id is never linked to a second user.
+    """
+
+    #: the cookie id ("anon-…"), not the contact key "anon:anon-…"
+    anonymous_id = models.CharField(max_length=255, unique=True)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="anonymous_links")
+    linked_at = models.DateTimeField()
+
+    stamped = ("linked_at",)
+
+    class Meta:
+        ordering = ["-linked_at", "-id"]
+        verbose_name = _("anonymous link")
+
+    def __str__(self) -> str:
+        return f"{self.anonymous_id} -> {self.contact_id}"
+
+
 class TrafficStat(models.Model):
     """Chat requests per hour and outcome: signed, unsigned, or a rejection code."""
 

@@ -18,12 +18,15 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
+    # First: its runserver (ASGI, WebSockets) replaces Django's and staticfiles'.
+    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "channels",
     "chat_security",
     "demo_site.chat",
 ]
@@ -58,6 +61,16 @@ ASGI_APPLICATION = "demo_site.asgi.application"
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
+# Live chat between processes needs Redis; one process (runserver) does with memory.
+REDIS_URL = env.str("REDIS_URL", default="")
+CHANNEL_LAYERS = {
+    "default": (
+        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        if REDIS_URL
+        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    )
+}
+
 USE_TZ = True
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 LANGUAGE_CODE = "en-us"
@@ -80,6 +93,8 @@ CHAT_SECURITY = {
     "CRM_URL_TEMPLATE": env.str(
         "CHAT_SECURITY_CRM_URL_TEMPLATE", default="https://crm.example.com/contacts/{crm_id}"
     ),
+    # Adds userData and agentData for the demo users (the bot, the Visitor Details card).
+    "CLAIMS_BUILDER": "demo_site.chat.claims.demo_claims",
 }
 
 LOGGING = {

@@ -18,6 +18,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "channels",  # not daphne: the tests start their own servers
     "chat_security",
     "demo_site.chat",
 ]
@@ -52,6 +53,7 @@ STATIC_URL = "/static/"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 CHAT_SECURITY = {
     "ENCRYPTION_KEYS": ["tests-encryption-key-0123456789-abcdefghijklmnop"],

@@ -259,3 +259,19 @@ def test_no_middleware_message_when_it_is_in_place():
     from chat_security.checks import check_middleware
 
     assert check_middleware() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (10, []),
+        (0.5, []),
+        (600, []),
+        (0, ["chat_security.E017"]),
+        (601, ["chat_security.E017"]),
+        (-1, ["chat_security.E005"]),
+        ("ten", ["chat_security.E005"]),
+    ],
+)
+def test_e017_websocket_identify_timeout(value, expected):
+    assert ids({"WEBSOCKET_IDENTIFY_TIMEOUT": value}) == expected

@@ -9,50 +9,26 @@ a worker's usage counters must reach the database when it exits.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from .servers import ROOT, manage, process_env, serving
+
 KEY_CACHE_SECONDS = 1.0  # tests/process_settings.py
 SLACK = 0.5  # polling interval + a loaded CI machine
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def env(tmp_path):
-    env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.process_settings"
-    env["CHAT_SECURITY_TEST_DB"] = str(tmp_path / "db.sqlite3")
-    env["PYTHONPATH"] = str(ROOT)
+    env = process_env("tests.process_settings", tmp_path / "db.sqlite3")
     manage(env, "migrate", "--noinput", "-v0")
     return env
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -61,29 +37,10 @@ def cli(env: dict[str, str], *args: str) -> str:
 
 @pytest.fixture
 def server(env):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "runserver", "--noreload", f"127.0.0.1:{port}"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start")
-    yield base, proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
+    with serving(
+        env, str(ROOT / "manage.py"), "runserver", "--noreload", "127.0.0.1:{port}"
+    ) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def get(base: str, token: str | None = None) -> tuple[int, dict]:
@@ -115,7 +72,7 @@ def secret_and_token(env: dict[str, str]) -> tuple[str, str]:
 
 
 def test_changes_made_by_the_cli_are_obeyed_by_the_server_within_the_interval(env, server):
-    base, _proc = server
+    base = server
     kid, token = secret_and_token(env)
     assert wait_for(base, token, (200, None)) <= KEY_CACHE_SECONDS + SLACK
     assert get(base)[1]["error"] == "missing_token"

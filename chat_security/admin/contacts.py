@@ -6,6 +6,8 @@ deletes them, nothing else. Every deletion — the bulk action and the single
 the function behind ``manage.py chat_security delete-contact``, so receivers
 of ``contact_deleting`` (the chat's messages) are deleted too. The contact
 holds no private data (``user_payload`` is never stored), so none is shown.
+A user's contact lists the anonymous ids merged into it (SPEC §11,
+``identity.link_anonymous``), which a deletion erases along with it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ class ContactAdmin(admin.ModelAdmin):
         (_("Data"), {"fields": ["user_data_json", "visitor_card"]}),
         (_("Record"), {"fields": ["created_at", "updated_at"]}),
     ]
+    #: only on a verified user's contact: anonymous contacts are what gets linked
+    links_fieldset = (
+        _("Anonymous conversations merged into this contact"),
+        {"fields": ["linked_anonymous_ids"]},
+    )
     readonly_fields = [
         "user_id",
         "anonymous",
@@ -65,6 +72,7 @@ class ContactAdmin(admin.ModelAdmin):
         "visitor_card",
         "created_at",
         "updated_at",
+        "linked_anonymous_ids",
     ]
 
     # -- read-only ---------------------------------------------------------------
@@ -97,6 +105,17 @@ class ContactAdmin(admin.ModelAdmin):
     def visitor_card(self, obj: Contact) -> str:
         # The card's template escapes every value; its output is HTML.
         return render_to_string("chat_security/visitor_details.html", visitor_details(obj))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Contact | None = None) -> Any:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None and not obj.anonymous:
+            fieldsets.append(self.links_fieldset)
+        return fieldsets
+
+    @admin.display(description=_("linked anonymous ids"))
+    def linked_anonymous_ids(self, obj: Contact) -> str:
+        links = obj.anonymous_links.only("anonymous_id", "linked_at")
+        return render_to_string("admin/chat_security/anonymous_links.html", {"links": links})
 
     # -- deletion (GDPR) -----------------------------------------------------------
 

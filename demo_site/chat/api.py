@@ -3,6 +3,8 @@
 These views trust only ``request.chat_identity``: the verified user id, or
 the anonymous visitor's cookie id when security is off. They authenticate
 by Bearer token, not by cookie session, so they are exempt from CSRF.
+A stored message is also broadcast (``live``) to the user's open sockets on
+every device and to the agents watching.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from chat_security import ChatIdentity, end_chat_session, forget_anonymous_id
 
+from . import live
 from .models import Message
 
 logger = logging.getLogger("demo_site.chat")
@@ -149,6 +152,7 @@ def messages(request: HttpRequest) -> JsonResponse:
     except BadRequest as exc:
         return error(exc.status, exc.code, exc.detail)
     message = Message.objects.create(user_id=key, anonymous=anonymous, text=text)
+    live.publish(message)
     # Anonymous visitors get their "anon:<id>" contact too, so a GDPR deletion finds them.
     touch_contact(identity)
     return private_json({"message": message.as_json(), "user": user_json(identity)}, status=201)

@@ -10,8 +10,12 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chat_security import contact_deleting
+        from django.contrib.auth.signals import user_logged_in
 
-        from .receivers import delete_messages
+        from chat_security import anonymous_linked, contact_deleting
+
+        from .receivers import delete_messages, link_on_login, move_messages
 
         contact_deleting.connect(delete_messages, dispatch_uid="demo_site.chat.delete_messages")
+        anonymous_linked.connect(move_messages, dispatch_uid="demo_site.chat.move_messages")
+        user_logged_in.connect(link_on_login, dispatch_uid="demo_site.chat.link_on_login")

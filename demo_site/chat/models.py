@@ -12,11 +12,12 @@ class Message(models.Model):
     class Sender(models.TextChoices):
         USER = "user", "visitor"
         AGENT = "agent", "agent"
+        BOT = "bot", "bot"
 
     user_id = models.CharField(max_length=255, db_index=True)
     anonymous = models.BooleanField(default=False)
     sender = models.CharField(max_length=8, choices=Sender.choices, default=Sender.USER)
-    #: the staff member's username for agent replies
+    #: the staff member's username for agent replies ("bot" for the demo bot)
     author = models.CharField(max_length=150, blank=True)
     text = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)

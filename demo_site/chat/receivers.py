@@ -1,10 +1,18 @@
-"""The demo chat's part of a GDPR deletion (``chat_security.contact_deleting``)."""
+"""The demo chat's receivers: GDPR deletion (``chat_security.contact_deleting``) and
+anonymous → verified continuity (``user_logged_in``, ``chat_security.anonymous_linked``)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.http import HttpRequest
+
+from chat_security import ChatSecurityError, anonymous_id_of, link_anonymous
+
 from .models import Message
+
+logger = logging.getLogger("demo_site.chat")
 
 
 def delete_messages(
@@ -14,3 +22,35 @@ def delete_messages(
     anonymous = bool(getattr(contact, "anonymous", False))
     deleted, _by_model = Message.objects.filter(user_id=user_id, anonymous=anonymous).delete()
     return {"messages": deleted}
+
+
+def move_messages(
+    sender: Any = None, *, anonymous_id: str, user_id: str, **kwargs: Any
+) -> dict[str, int]:
+    """The anonymous conversation becomes the user's (agent replies included)."""
+    moved = Message.objects.filter(anonymous=True, user_id=anonymous_id).update(
+        anonymous=False, user_id=user_id
+    )
+    return {"messages": moved}
+
+
+def link_on_login(
+    sender: Any = None, *, request: HttpRequest | None = None, user: Any = None, **kwargs: Any
+) -> None:
+    """``user_logged_in``: what the visitor wrote before logging in stays theirs.
+
+    The user id is the ``sub`` of this user's chat tokens: the primary key, in
+    the demo's claims builder (``claims.demo_claims``) as in the default one.
+    """
+    anonymous_id = anonymous_id_of(request) if request is not None and user is not None else None
+    if anonymous_id is None:
+        return
+    try:
+        link_anonymous(anonymous_id, str(user.pk))
+    except ChatSecurityError as exc:  # e.g. this browser's id already went to another user
+        logger.warning("anonymous conversation not linked: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - logging in matters more than the old conversation
+        logger.error("anonymous conversation not linked: %s", type(exc).__name__)
+        return  # keep the id: the next login tries again
+    # Spent: whoever chats anonymously in this browser after a logout starts anew.
+    anonymous_id_of(request, renew=True)

@@ -19,6 +19,7 @@ from django.utils.http import urlencode
 from chat_security import KeyStoreUnavailable, find_contact, security_enabled
 from chat_security.models import Contact
 
+from . import live
 from .api import BadRequest, clean_text
 from .models import Message
 
@@ -38,7 +39,9 @@ def widget_context(*, with_token_endpoint: bool) -> dict[str, Any]:
         "chat_messages_url": reverse("chat:messages"),
         "chat_logout_url": reverse("chat:logout"),
         "chat_token_url": reverse("chat-token") if with_token_endpoint else "",
-        # Seconds between history refreshes (agent replies); 0 turns polling off.
+        # The live chat (demo_site/asgi.py); "" leaves the widget on the HTTP API.
+        "chat_ws_url": getattr(settings, "DEMO_CHAT_WS_URL", "/ws/chat/"),
+        # Seconds between history refreshes without a socket; 0 turns polling off.
         "chat_poll_seconds": getattr(settings, "DEMO_CHAT_POLL_SECONDS", 10),
     }
 
@@ -102,13 +105,14 @@ def agent(request: HttpRequest) -> HttpResponse:
         except BadRequest as exc:
             flash.error(request, exc.detail)
         else:
-            Message.objects.create(
+            message = Message.objects.create(
                 user_id=user_id,
                 anonymous=anonymous,
                 sender=Message.Sender.AGENT,
                 author=request.user.get_username(),
                 text=text,
             )
+            live.publish(message)  # the visitor's open sockets see it at once
         query = urlencode({"user": user_id, "anonymous": int(anonymous)})
         return redirect(f"{reverse('chat:agent')}?{query}")
     selected = None
@@ -119,7 +123,11 @@ def agent(request: HttpRequest) -> HttpResponse:
             "messages": _recent(user_id, anonymous),
             "contact": find_contact(user_id, anonymous=anonymous),
         }
-    context = {"conversations": _conversations(), "selected": selected}
+    context = {
+        "conversations": _conversations(),
+        "selected": selected,
+        "agent_ws_url": getattr(settings, "DEMO_AGENT_WS_URL", "/ws/agent/"),
+    }
     response = render(request, "chat/agent.html", context)
     response["Cache-Control"] = "private, no-store"
     return response

@@ -2,10 +2,20 @@
  * The demo chat widget. Plain JavaScript, no build step.
  *
  * Reads the identity token the page put in window[<data-variable>] (default
- * ConvrsUser), sends it as "Authorization: Bearer" with every request, fetches
- * a fresh one from the token endpoint at its refresh time, and on an "expired"
- * answer refreshes once and retries, so the person chatting never notices.
- * Logging out first destroys the chat session, then submits the site's logout.
+ * ConvrsUser) and keeps one WebSocket open (data-ws-url, SPEC §10): the token
+ * travels as a subprotocol, new WebSocket(url, ["chat-security", token]),
+ * never in the URL. At the server's refresh_at (or on "token_expiring") it
+ * fetches a fresh token from the token endpoint and sends it in band,
+ * {"type": "identify", "token": ...}, without reconnecting. After a drop it
+ * reconnects with capped, jittered exponential backoff; after a 4401 close
+ * only for "expired", with a fresh token. Anonymous visitors (security off)
+ * connect without a token.
+ *
+ * Where no WebSocket can be opened, it uses the HTTP chat API instead: the
+ * token as "Authorization: Bearer", history polling, and on an "expired"
+ * answer one refresh and retry, so the person chatting never notices.
+ * The history always comes over HTTP. Logging out first destroys the chat
+ * session, then submits the site's logout.
  */
 (function () {
   "use strict";
@@ -14,6 +24,11 @@
   var RETRY_AFTER_REFRESH = ["expired", "key_retired", "token_revoked", "missing_token"];
   var MIN_REFRESH_DELAY_MS = 5000;
   var MAX_TIMER_MS = 2147483647; // setTimeout's limit (~24.8 days)
+  var SUBPROTOCOL = "chat-security";
+  var BACKOFF_BASE_MS = 1000;
+  var BACKOFF_CAP_MS = 30000;
+  var CLOSE_REFUSED = 4401; // the reason is the error code; "expired" is worth a new token
+  var CLOSE_PROTOCOL_ERROR = 4400; // a bug on this side: reconnecting would repeat it
 
   function decodeClaims(token) {
     try {
@@ -43,6 +58,19 @@
     this.refreshing = null;
     var token = window[this.variable];
     this.token = typeof token === "string" && token ? token : null;
+    // -- the live connection
+    this.wsUrl = root.dataset.wsUrl || "";
+    this.socket = null;
+    this.live = false; // a socket is open and identified: messages go over it
+    this.everOpened = false;
+    this.wsFailed = false; // no WebSocket here (or given up): the HTTP API only
+    this.attempts = 0;
+    this.reconnectTimer = null;
+    this.reconnecting = false;
+    this.pollTimer = null;
+    this.stopped = false;
+    this.lastError = null; // the error frame the server sends before it closes
+    this.identifiedCount = 0;
   }
 
   ChatWidget.prototype.start = function () {
@@ -68,13 +96,22 @@
       .then(function () { return self.loadHistory(); })
       .then(function () {
         self.scheduleFromToken();
-        if (self.pollMs > 0) {
-          window.setInterval(function () {
-            if (document.visibilityState === "visible") self.loadHistory();
-          }, self.pollMs);
-        }
+        if (!self.connect()) self.fallBack();
         self.root.dataset.state = "ready";
       });
+  };
+
+  ChatWidget.prototype.startPolling = function () {
+    var self = this;
+    if (this.pollMs <= 0 || this.pollTimer) return;
+    this.pollTimer = window.setInterval(function () {
+      if (document.visibilityState === "visible") self.loadHistory();
+    }, this.pollMs);
+  };
+
+  ChatWidget.prototype.stopPolling = function () {
+    window.clearInterval(this.pollTimer);
+    this.pollTimer = null;
   };
 
   // -- tokens ------------------------------------------------------------------
@@ -120,6 +157,7 @@
         self.token = data.token;
         window[self.variable] = data.token;
         self.scheduleRefresh(data.refresh_at);
+        self.identifyInBand();
         return true;
       })
       .catch(function () { return false; })
@@ -128,6 +166,127 @@
         return ok;
       });
     return this.refreshing;
+  };
+
+  // -- the WebSocket -------------------------------------------------------------
+
+  ChatWidget.prototype.socketUrl = function () {
+    var url = new URL(this.wsUrl, window.location.href);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    return url.href;
+  };
+
+  // Opens a socket; false when this page cannot have one (then the HTTP API it is).
+  ChatWidget.prototype.connect = function () {
+    if (this.stopped || this.wsFailed || !this.wsUrl || typeof window.WebSocket !== "function") {
+      return false;
+    }
+    var self = this;
+    var socket;
+    var identifyOnOpen = false;
+    try {
+      socket = new window.WebSocket(
+        this.socketUrl(), this.token ? [SUBPROTOCOL, this.token] : [SUBPROTOCOL]);
+    } catch (e) {
+      try { // a token this browser refuses as a subprotocol goes in an identify message
+        socket = new window.WebSocket(this.socketUrl(), [SUBPROTOCOL]);
+        identifyOnOpen = !!this.token;
+      } catch (e2) {
+        return false;
+      }
+    }
+    this.socket = socket;
+    this.root.dataset.socket = "connecting";
+    socket.onopen = function () {
+      self.everOpened = true;
+      if (identifyOnOpen) socket.send(JSON.stringify({ type: "identify", token: self.token }));
+    };
+    socket.onmessage = function (event) {
+      if (socket === self.socket) self.onFrame(event.data);
+    };
+    socket.onclose = function (event) {
+      if (socket === self.socket) self.onClose(event);
+    };
+    return true;
+  };
+
+  ChatWidget.prototype.onFrame = function (data) {
+    var frame;
+    try {
+      frame = JSON.parse(data);
+    } catch (e) {
+      return;
+    }
+    if (!frame || typeof frame !== "object") return;
+    if (frame.type === "identified") {
+      this.live = true;
+      this.attempts = 0;
+      this.identifiedCount += 1;
+      this.root.dataset.socket = "open";
+      this.root.dataset.transport = "websocket";
+      this.root.dataset.identified = String(this.identifiedCount);
+      this.stopPolling();
+      this.showUser(frame.user);
+      this.clearError();
+      this.scheduleRefresh(frame.refresh_at);
+      if (this.reconnecting) { // catch up with what was said while the socket was down
+        this.reconnecting = false;
+        this.loadHistory();
+      }
+    } else if (frame.type === "token_expiring") {
+      this.refreshToken();
+    } else if (frame.type === "message") {
+      this.append(frame.message);
+    } else if (frame.type === "error") {
+      this.lastError = frame;
+      if (frame.error !== "expired") this.showError(frame);
+    }
+  };
+
+  // The renewal in band: the same socket, a new token (no reconnect).
+  ChatWidget.prototype.identifyInBand = function () {
+    if (this.live && this.socket && this.socket.readyState === 1 && this.token) {
+      this.socket.send(JSON.stringify({ type: "identify", token: this.token }));
+    }
+  };
+
+  ChatWidget.prototype.onClose = function (event) {
+    var self = this;
+    var reason = event.reason || (this.lastError && this.lastError.error) || "";
+    this.socket = null;
+    this.live = false;
+    this.lastError = null;
+    this.root.dataset.socket = "closed";
+    if (this.stopped) return;
+    if (!this.everOpened) return this.fallBack(); // no WebSocket on this server or network
+    if (event.code === CLOSE_REFUSED && reason === "expired") {
+      this.refreshToken().then(function (ok) {
+        if (!ok || !self.connect()) self.fallBack();
+      });
+    } else if (event.code === CLOSE_REFUSED || event.code === CLOSE_PROTOCOL_ERROR) {
+      this.fallBack(); // refused: the HTTP API shows why, and refreshes where that helps
+    } else {
+      this.scheduleReconnect();
+    }
+  };
+
+  ChatWidget.prototype.scheduleReconnect = function () {
+    var self = this;
+    var ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, this.attempts));
+    var delay = ceiling / 2 + Math.random() * (ceiling / 2); // jitter: no reconnect storms
+    this.attempts += 1;
+    this.reconnecting = true;
+    this.root.dataset.socket = "reconnecting";
+    window.clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = window.setTimeout(function () {
+      if (!self.connect()) self.fallBack();
+    }, delay);
+  };
+
+  ChatWidget.prototype.fallBack = function () {
+    this.wsFailed = true;
+    this.root.dataset.transport = "http";
+    this.startPolling();
   };
 
   // -- the chat API --------------------------------------------------------------
@@ -170,6 +329,13 @@
     var self = this;
     var text = this.input.value.trim();
     if (!text) return Promise.resolve();
+    if (this.live && this.socket && this.socket.readyState === 1) {
+      // The message comes back over the socket, stored, like on every other device.
+      this.socket.send(JSON.stringify({ type: "message", text: text }));
+      this.input.value = "";
+      this.clearError();
+      return Promise.resolve();
+    }
     this.input.disabled = true;
     return this.request("POST", this.messagesUrl, { text: text })
       .then(function (result) {
@@ -188,7 +354,11 @@
 
   ChatWidget.prototype.logout = function () {
     var self = this;
+    this.stopped = true;
     window.clearTimeout(this.refreshTimer);
+    window.clearTimeout(this.reconnectTimer);
+    this.stopPolling();
+    if (this.socket) this.socket.close(1000);
     var done = function () {
       self.token = null;
       window[self.variable] = undefined;
@@ -201,22 +371,38 @@
 
   // -- rendering (text only: nothing from the server becomes markup) ----------------
 
+  var SENDERS = { user: "user", agent: "agent", bot: "bot" };
+
+  // Kept messages in id order (a reconnect's history may fill a gap); a greeting
+  // (no id: said to one connection, not kept) once per page.
   ChatWidget.prototype.append = function (message) {
-    if (!message || this.seen[message.id]) return;
-    this.seen[message.id] = true;
+    if (!message) return;
+    var kept = typeof message.id === "number";
+    var key = kept ? message.id : "greeting";
+    if (this.seen[key]) return;
+    this.seen[key] = true;
     var item = document.createElement("li");
-    item.className = "chat-msg chat-msg--" + (message.sender === "agent" ? "agent" : "user");
-    item.dataset.messageId = String(message.id);
+    item.className = "chat-msg chat-msg--" + (SENDERS[message.sender] || "user");
+    if (kept) item.dataset.messageId = String(message.id);
     var text = document.createElement("span");
     text.className = "chat-text";
     text.textContent = message.text;
     var time = document.createElement("time");
-    time.dateTime = message.created_at;
-    var when = new Date(message.created_at);
-    time.textContent = isNaN(when) ? "" : when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    var when = new Date(message.created_at || Date.now());
+    if (!isNaN(when)) {
+      time.dateTime = when.toISOString();
+      time.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    }
     item.appendChild(text);
     item.appendChild(time);
-    this.log.appendChild(item);
+    var later = null;
+    if (kept) {
+      var items = this.log.querySelectorAll("[data-message-id]");
+      for (var i = 0; i < items.length && !later; i++) {
+        if (Number(items[i].dataset.messageId) > message.id) later = items[i];
+      }
+    }
+    this.log.insertBefore(item, later);
     this.log.scrollTop = this.log.scrollHeight;
   };
 
