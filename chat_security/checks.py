@@ -72,6 +72,15 @@ def _setting_errors(raw: Callable[[str], Any]) -> list[Error]:
                     f"The default is {DEFAULTS[name]}.",
                 )
             )
+    alias = raw("KEY_CACHE_ALIAS")
+    if alias is not None and not (isinstance(alias, str) and alias in settings.CACHES):
+        errors.append(
+            _error(
+                18,
+                f"KEY_CACHE_ALIAS {alias!r} is not a cache alias in CACHES.",
+                'Name a cache all processes share (e.g. "default" on Redis), or None.',
+            )
+        )
     timeout = raw("WEBSOCKET_IDENTIFY_TIMEOUT")
     if _is_duration(timeout) and not 0 < seconds(timeout) <= 600:
         errors.append(

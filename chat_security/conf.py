@@ -49,7 +49,10 @@ DEFAULTS: dict[str, Any] = {
     "ANONYMOUS_IDS": False,
     "ANONYMOUS_COOKIE_NAME": "chat_anonymous_id",
     # How often, at most, a process checks whether keys changed elsewhere, seconds.
-    "KEY_CACHE_SECONDS": 5,
+    "KEY_CACHE_SECONDS": 1,
+    # Cache alias all processes share, used to announce key-store changes
+    # (a local-memory or dummy cache is ignored); None: poll the database.
+    "KEY_CACHE_ALIAS": "default",
     # How often usage counters are written to the database, seconds.
     "USAGE_FLUSH_SECONDS": 60,
     # Seconds a WebSocket opened without a subprotocol token has to send identify.

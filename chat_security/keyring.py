@@ -41,12 +41,15 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
 from joserfc.jwk import RSAKey
 
-from . import clock, keys
+from . import clock, keys, propagation
 from .conf import app_settings, register_cache
 from .exceptions import ChatSecurityError, KeyStoreUnavailable
 from .models import Key, KeyKind, KeyState, RevokedUser, SecurityConfig, TrafficStat, key_state
 
 logger = logging.getLogger("chat_security.keyring")
+
+#: Longest wait between two attempts to read a key store that failed.
+MAX_RETRY_SECONDS = 2.0
 
 ALGORITHM_OF_KIND = {KeyKind.SECRET: "HS256", KeyKind.PUBLIC_KEY: "RS256"}
 KIND_OF_ALGORITHM = {"HS256": KeyKind.SECRET, "RS256": KeyKind.PUBLIC_KEY}
@@ -98,6 +101,10 @@ class Snapshot:
     revoked_users: dict[str, float] = field(default_factory=dict)
     #: the next moment a key leaves its grace period: rebuild then
     rebuild_at: float = math.inf
+    #: the shared cache's change counter when this snapshot was last confirmed
+    marker: int | None = None
+    #: when (monotonic) the database last confirmed this snapshot
+    verified_at: float = 0.0
     #: until when some secret or public key can verify (-inf: none can)
     verifiable_until: float = -math.inf
 
@@ -204,26 +211,55 @@ class _State:
     traffic: dict[tuple[int, str], int] = {}
     flushed_at: float = time.monotonic()
     flush_deferred: bool = False
+    failures: int = 0
+    retry_at: float = 0.0
 
 
 def get_snapshot() -> Snapshot:
-    """The current snapshot; raises KeyStoreUnavailable if the store cannot be read."""
+    """The current snapshot; raises KeyStoreUnavailable if the store cannot be read.
+
+    At most once per ``KEY_CACHE_SECONDS`` it asks whether the store changed:
+    the shared cache's change counter when there is one (no query), else the
+    database's version (one small query); see :mod:`chat_security.propagation`.
+    While the database is down, it is retried with a backoff (up to
+    :data:`MAX_RETRY_SECONDS`), not on every request.
+    """
     snap = _State.snapshot
     mono = time.monotonic()
     if snap is not None and mono - _State.checked_at < app_settings.KEY_CACHE_SECONDS:
         return snap
+    if mono < _State.retry_at:
+        raise KeyStoreUnavailable("the chat key store cannot be read (retrying shortly)")
+    marker = propagation.read_marker()  # before the database: see propagation
     try:
-        if snap is not None and clock.now() < snap.rebuild_at:
-            version = SecurityConfig.objects.filter(pk=1).values_list("version", flat=True).first()
-            if (version or 0) == snap.version:
-                _State.checked_at = mono
-                return snap
+        if snap is not None and clock.now() < snap.rebuild_at and _unchanged(snap, marker, mono):
+            _State.checked_at, _State.failures, _State.retry_at = mono, 0, 0.0
+            return snap
         snap = _build()
     except (DjangoDBError, ChatSecurityError) as exc:
+        _State.failures += 1
+        _State.retry_at = mono + min(0.05 * 2**_State.failures, MAX_RETRY_SECONDS)
         raise KeyStoreUnavailable("the chat key store cannot be read") from exc
+    snap.marker, snap.verified_at = marker, mono
     with _State.lock:
         _State.snapshot, _State.checked_at = snap, mono
+        _State.failures, _State.retry_at = 0, 0.0
     return snap
+
+
+def _unchanged(snap: Snapshot, marker: int | None, mono: float) -> bool:
+    """Whether ``snap`` is still current (asks the database unless the cache can tell)."""
+    if (
+        marker is not None
+        and marker == snap.marker
+        and mono - snap.verified_at < propagation.DATABASE_BACKSTOP_SECONDS
+    ):
+        return True
+    version = SecurityConfig.objects.filter(pk=1).values_list("version", flat=True).first()
+    if (version or 0) != snap.version:
+        return False
+    snap.marker, snap.verified_at = marker, mono
+    return True
 
 
 def security_enabled() -> bool:
@@ -265,6 +301,7 @@ def invalidate(**_kwargs: Any) -> None:
     """
     _State.snapshot = None
     transaction.on_commit(_drop_snapshot)
+    transaction.on_commit(propagation.announce)
 
 
 def _flush_due() -> bool:
@@ -387,6 +424,7 @@ def reset() -> None:
         _State.usage, _State.last_use, _State.traffic = {}, {}, {}
         _State.flushed_at = time.monotonic()
         _State.flush_deferred = False
+        _State.failures, _State.retry_at = 0, 0.0
 
 
 register_cache(reset)  # snapshots hold keys decrypted and parsed under the old settings

@@ -1,0 +1,129 @@
+"""How workers learn of key-store changes: the shared cache's counter, the database as truth.
+
+Issue 11, deliverable 2 (SPEC §12), and the database-down backoff of deliverable 7.
+The "other worker" is a snapshot kept aside and put back (see test_store_versions).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import DatabaseError
+from django.test import override_settings
+
+from chat_security import keyring, propagation
+from chat_security.exceptions import KeyStoreUnavailable
+from chat_security.models import Key, RevokedUser, SecurityConfig
+
+from .test_checks import ids
+
+
+@pytest.fixture
+def shared_cache(tmp_path, settings):
+    """A cache every process shares (a folder): what Redis is in production."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path / "cache"),
+        }
+    }
+    settings.CHAT_SECURITY = {**settings.CHAT_SECURITY, "KEY_CACHE_SECONDS": 0}
+    assert propagation.shared_cache() is not None
+    return propagation.shared_cache()
+
+
+def as_other_worker(snap):
+    keyring._State.snapshot, keyring._State.checked_at = snap, -1e9
+    return keyring.get_snapshot()
+
+
+@pytest.mark.django_db
+def test_a_worker_asks_the_cache_not_the_database(shared_cache, django_assert_num_queries):
+    Key.objects.generate_secret("t")
+    keyring.get_snapshot()
+    with django_assert_num_queries(0):
+        for _ in range(5):
+            keyring.get_snapshot()  # KEY_CACHE_SECONDS is 0: every call checks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_announced_in_the_cache_reaches_other_workers(shared_cache):
+    key, _ = Key.objects.generate_secret("t")
+    worker = keyring.get_snapshot()
+    before = propagation.read_marker()
+    Key.objects.revoke(key.kid, "elsewhere")
+    assert propagation.read_marker() > before  # announced after the commit
+    assert as_other_worker(worker).by_kid[key.kid].revoked_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_that_died_before_announcing_is_caught_by_the_backstop(shared_cache, monkeypatch):
+    worker = keyring.get_snapshot()
+    monkeypatch.setattr(propagation, "announce", lambda: None)  # committed, never announced
+    SecurityConfig.set_enabled(False, "elsewhere")
+    assert as_other_worker(worker).enabled is True  # the counter did not move ...
+    worker.verified_at -= propagation.DATABASE_BACKSTOP_SECONDS
+    assert as_other_worker(worker).enabled is False  # ... the backstop asks the database
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cache_down_falls_back_to_the_database(shared_cache, monkeypatch):
+    worker = keyring.get_snapshot()
+
+    def down(*args, **kwargs):
+        raise ConnectionError("cache down")
+
+    monkeypatch.setattr(type(shared_cache), "get", down)
+    monkeypatch.setattr(type(shared_cache), "incr", down)
+    assert propagation.read_marker() is None
+    RevokedUser.objects.revoke("alice", "elsewhere")  # the announcement fails quietly
+    assert "alice" in as_other_worker(worker).revoked_users
+
+
+@pytest.mark.django_db
+def test_a_cache_local_to_the_process_is_not_used(settings, django_assert_num_queries):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CHAT_SECURITY = {**settings.CHAT_SECURITY, "KEY_CACHE_SECONDS": 0}
+    assert propagation.shared_cache() is None
+    keyring.get_snapshot()
+    with django_assert_num_queries(1):  # polls the database: locmem is not shared
+        keyring.get_snapshot()
+
+
+def test_key_cache_seconds_defaults_to_one_second():
+    from chat_security.conf import DEFAULTS
+
+    assert DEFAULTS["KEY_CACHE_SECONDS"] == 1
+
+
+@pytest.mark.django_db
+def test_while_the_database_is_down_it_is_retried_with_a_backoff(
+    monkeypatch, django_assert_num_queries
+):
+    keyring.get_snapshot()
+    keyring._State.checked_at = -1e9
+
+    def broken(*args, **kwargs):
+        raise DatabaseError("server closed the connection")
+
+    monkeypatch.setattr(keyring, "_unchanged", broken)
+    with pytest.raises(KeyStoreUnavailable):
+        keyring.get_snapshot()
+    with django_assert_num_queries(0), pytest.raises(KeyStoreUnavailable):
+        keyring.get_snapshot()  # within the backoff: not even tried
+    monkeypatch.undo()
+    keyring._State.retry_at = 0.0  # the backoff (at most MAX_RETRY_SECONDS) has passed
+    assert keyring.get_snapshot() is not None  # recovered, no restart
+    assert keyring._State.failures == 0
+
+
+@pytest.mark.parametrize(
+    ("alias", "expected"),
+    [("default", []), (None, []), ("nope", ["chat_security.E018"]), (3, ["chat_security.E018"])],
+)
+def test_e018_key_cache_alias(alias, expected):
+    assert ids({"KEY_CACHE_ALIAS": alias}) == expected
+
+
+@override_settings(CHAT_SECURITY={"KEY_CACHE_ALIAS": None})
+def test_no_alias_means_polling():
+    assert propagation.shared_cache() is None and propagation.read_marker() is None
