@@ -213,6 +213,7 @@ class _State:
     flush_deferred: bool = False
     failures: int = 0
     retry_at: float = 0.0
+    generation: int = 0
 
 
 def get_snapshot() -> Snapshot:
@@ -230,6 +231,7 @@ def get_snapshot() -> Snapshot:
         return snap
     if mono < _State.retry_at:
         raise KeyStoreUnavailable("the chat key store cannot be read (retrying shortly)")
+    generation = _State.generation
     marker = propagation.read_marker()  # before the database: see propagation
     try:
         if snap is not None and clock.now() < snap.rebuild_at and _unchanged(snap, marker, mono):
@@ -242,7 +244,8 @@ def get_snapshot() -> Snapshot:
         raise KeyStoreUnavailable("the chat key store cannot be read") from exc
     snap.marker, snap.verified_at = marker, mono
     with _State.lock:
-        _State.snapshot, _State.checked_at = snap, mono
+        if _State.generation == generation:
+            _State.snapshot, _State.checked_at = snap, mono
         _State.failures, _State.retry_at = 0, 0.0
     return snap
 
@@ -290,7 +293,9 @@ def fresh_snapshot(margin: float = 0.0) -> Snapshot | None:
 
 
 def _drop_snapshot() -> None:
-    _State.snapshot = None
+    with _State.lock:
+        _State.snapshot = None
+        _State.generation += 1
 
 
 def invalidate(**_kwargs: Any) -> None:

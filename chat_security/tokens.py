@@ -8,8 +8,8 @@ token contents.
 
 from __future__ import annotations
 
-import contextlib
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from .conf import app_settings, register_cache
 from .exceptions import ChatSecurityError, KeyStateError, KeyStoreUnavailable, TokenError
 from .jws import ParsedToken, parse
 from .keyring import KIND_OF_ALGORITHM, KeyEntry, Snapshot
+from .lru import ByteBoundedLRU, json_bytes
 from .models import KeyKind
 
 SUPPORTED_ALGORITHMS = ("HS256", "RS256")
@@ -210,10 +211,15 @@ def check_revocation(user_id: str, claims: dict[str, Any], snap: Snapshot) -> No
 
 @dataclass(frozen=True, slots=True)
 class _Remembered:
-    """A token that verified against ``snapshot``: what a hit needs to re-check it."""
+    """A token that verified against ``snapshot``: what a hit needs to re-check it.
+
+    Not the parsed token itself: its signing input and signature (another
+    copy of the token's bytes) serve no purpose once the signature matched.
+    """
 
     snapshot: Snapshot
-    parsed: ParsedToken
+    header: dict[str, Any]
+    claims: dict[str, Any]
     key: KeyEntry
     user_id: str
     private: Any
@@ -223,22 +229,42 @@ class _Remembered:
     nested: bool
 
 
+#: Bytes (estimated) the verified-token memory may hold per process. A
+#: typical chat token (~300 characters, a few claims) costs about 2.4 KiB, so
+#: this keeps ~13,000 live tokens: every user of a site with 10,000 people
+#: chatting at once, renewals included, with every worker seeing every user.
+#: A 1 MiB token (MAX_TOKEN_BYTES at its ceiling) of ordinary claims costs
+#: ~1.7 MiB; one made of many tiny JSON values up to ~15 MiB, all counted.
+VERIFIED_MEMORY_BYTES = 32 * 1024 * 1024
+#: What one entry costs besides the token and its decoded JSON: the ordered
+#: dict's slot and link, the record above, the size kept beside it (~340
+#: bytes measured; tests/test_verify_cache.py checks the total with tracemalloc).
+_ENTRY_OVERHEAD = 384
+
+
+def _cost(token: str, value: _Remembered) -> int:
+    """Estimated bytes an entry holds, a little above what it really holds (``json_bytes``)."""
+    size = sys.getsizeof(token) + _ENTRY_OVERHEAD + json_bytes(value.header)
+    size += json_bytes(value.claims)
+    return size if value.private is None else size + json_bytes(value.private)
+
+
 #: token -> _Remembered for tokens that verified. The chat widget sends the
 #: same token with every message; a hit skips parsing, the signature and JWE
 #: decryption (their outcome cannot change while the snapshot is the same
 #: object) but re-runs every time-dependent check, including whether the
 #: signing key and the service key that decrypted user_payload are still
-#: usable. Bounded, per process, successes only. Results get copies of what is
-#: kept here (``_fresh``), never the objects themselves.
-_VERIFIED: dict[str, _Remembered] = {}
-_VERIFIED_MAX = 1024
+#: usable. Per process, successes only, bounded in bytes
+#: (``VERIFIED_MEMORY_BYTES``), least recently used out first: a token
+#: re-sent every few seconds stays while any number of tokens seen once pass
+#: through. Results get copies of what is kept here (``_fresh``), never the
+#: objects themselves.
+_VERIFIED: ByteBoundedLRU[str, _Remembered] = ByteBoundedLRU(VERIFIED_MEMORY_BYTES, _cost)
 
 
 def _remember(token: str, value: _Remembered) -> None:
-    if len(_VERIFIED) >= _VERIFIED_MAX:
-        with contextlib.suppress(RuntimeError, StopIteration):  # another thread won
-            _VERIFIED.pop(next(iter(_VERIFIED)), None)
-    _VERIFIED[token] = value
+    _VERIFIED.budget = VERIFIED_MEMORY_BYTES  # read at use, like a setting
+    _VERIFIED.put(token, value, _cost(token, value))
 
 
 _CONTAINERS = (dict, list)
@@ -289,7 +315,10 @@ def _verify_full(
     nested = type(private) in _CONTAINERS or any(
         type(v) in _CONTAINERS for part in (parsed.header, parsed.claims) for v in part.values()
     )
-    return _Remembered(snap, parsed, entry, user_id, private, service_key, nested), now
+    remembered = _Remembered(
+        snap, parsed.header, parsed.claims, entry, user_id, private, service_key, nested
+    )
+    return remembered, now
 
 
 def _check_claims(
@@ -327,7 +356,7 @@ def verify(
             and hit.key.usable(now)
             and (hit.service_key is None or hit.service_key.usable(now))
         ):
-            _check_claims(hit.parsed.claims, now, session_subject, hit.snapshot)
+            _check_claims(hit.claims, now, session_subject, hit.snapshot)
         else:
             forget_verified()
             hit = None
@@ -340,8 +369,8 @@ def verify(
     copy = _fresh if hit.nested else dict
     return VerifiedToken(
         user_id=hit.user_id,
-        header=copy(hit.parsed.header),
-        claims=copy(hit.parsed.claims),
+        header=copy(hit.header),
+        claims=copy(hit.claims),
         kid=hit.key.kid,
         key_kind=hit.key.kind,
         key_state=hit.key.state(now),

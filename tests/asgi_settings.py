@@ -1,9 +1,9 @@
 """Settings for browser tests against a real ASGI server: daphne's ``runserver``.
 
-Same as ``tests.process_settings`` (one SQLite file shared by the processes)
-plus daphne, whose ``runserver`` serves HTTP and WebSockets, and the demo's
-claims builder; tokens live eight seconds, so a widget renews in band within
-the test.
+Same as ``tests.process_settings`` (one database shared by the processes:
+a SQLite file, or PostgreSQL with Redis in lane 2) plus daphne, whose
+``runserver`` serves HTTP and WebSockets, and the demo's claims builder; tokens
+live eight seconds, so a widget renews in band within the test.
 """
 
 from tests.process_settings import *  # noqa: F403

@@ -2,22 +2,33 @@
 
 Every server listens on 127.0.0.1, waits are bounded, and the fixture that
 starts a server stops it (terminate, then kill).
+
+The processes of one test share one database of their own, in the suite's lane:
+a SQLite file (lane 1), or a PostgreSQL database created on the lane's server
+with Redis as cache and channel layer (lane 2, ``tests.settings_pg``; see
+``tests.process_settings``).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Variables that choose a process's settings, database, cache and channel layer (the
+#: demo's settings read the last three): a test that sets up a process of its own drops them.
+LANE_VARIABLES = ("DJANGO_", "DATABASE_URL", "CACHE_URL", "REDIS_URL")
 
 
 def free_port() -> int:
@@ -26,11 +37,66 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def process_env(settings: str, db: Path) -> dict[str, str]:
-    """The environment of a process on ``settings`` with the SQLite file ``db``."""
+def lane() -> str:
+    """``"pg"`` when the suite runs on PostgreSQL (``tests.settings_pg``), else ``"sqlite"``."""
+    engine = settings.DATABASES["default"]["ENGINE"]
+    return "pg" if engine == "django.db.backends.postgresql" else "sqlite"
+
+
+def process_env(settings_module: str, db: Path) -> dict[str, str]:
+    """The environment of a process on ``settings_module`` with the database named by ``db``.
+
+    Lane 1: the SQLite file ``db``. Lane 2: a PostgreSQL database created for
+    ``db`` on first use, so the processes of one test share it and no two tests do.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    env.update(DJANGO_SETTINGS_MODULE=settings, CHAT_SECURITY_TEST_DB=str(db), PYTHONPATH=str(ROOT))
+    env.update(DJANGO_SETTINGS_MODULE=settings_module, PYTHONPATH=str(ROOT))
+    if lane() == "pg":
+        env.update(CHAT_SECURITY_TEST_LANE="pg", CHAT_SECURITY_TEST_DB=postgres_database(db))
+    else:
+        env.update(CHAT_SECURITY_TEST_LANE="sqlite", CHAT_SECURITY_TEST_DB=str(db))
     return env
+
+
+_created: dict[Path, str] = {}
+
+
+def _admin_connection():
+    import psycopg
+
+    from tests.settings_pg import postgres
+
+    server = postgres(os.environ["DATABASE_URL"])
+    return psycopg.connect(
+        host=server["HOST"],
+        port=server["PORT"],
+        user=server["USER"],
+        password=server["PASSWORD"],
+        dbname=server["NAME"],
+        autocommit=True,
+    )
+
+
+def postgres_database(db: Path) -> str:
+    """The name of the PostgreSQL database that stands for ``db``, created empty on first use."""
+    if db not in _created:
+        name = f"process_{uuid.uuid4().hex[:16]}"
+        with _admin_connection() as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        if not _created:
+            atexit.register(_drop_databases)
+        _created[db] = name
+    return _created[db]
+
+
+def _drop_databases() -> None:
+    """At the end of the session (every server has stopped): leave the server as found."""
+    import psycopg
+
+    with contextlib.suppress(psycopg.Error), _admin_connection() as connection:
+        for name in _created.values():
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _created.clear()
 
 
 def manage(env: dict[str, str], *args: str) -> str:

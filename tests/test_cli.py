@@ -22,6 +22,7 @@ from chat_security import tokens
 from chat_security.exceptions import ERROR_CODES
 from chat_security.models import AuditEntry, Contact, Key, RevokedUser, SecurityConfig
 
+from .servers import LANE_VARIABLES
 from .tokencraft import hs256, private_pem, public_pem, rsa_key, segment
 
 ROOT = Path(settings.BASE_DIR)
@@ -516,7 +517,10 @@ def migrated_db(tmp_path_factory) -> Path:
 
 
 def _env(db: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))}
+    # The demo's settings on the SQLite file ``db`` only: in the PostgreSQL lane the
+    # services' URLs are in the environment, and a Redis cache shared by every test's
+    # processes would outlive each test's file.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LANE_VARIABLES)}
     env.update(
         DJANGO_SETTINGS_MODULE="demo_site.settings",
         DATABASE_URL=f"sqlite:///{db}",

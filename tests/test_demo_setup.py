@@ -14,6 +14,8 @@ from django.core.management import call_command
 
 from chat_security.models import Key, KeyKind
 
+from .servers import LANE_VARIABLES
+
 
 def run() -> str:
     out = StringIO()
@@ -74,7 +76,7 @@ def test_demo_script_prints_each_system_check_warning_once(tmp_path):
         if line.startswith(".venv/bin/python manage.py")
     ]
     assert [step[0] for step in steps] == ["migrate", "demo_setup"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LANE_VARIABLES)}
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
     env["ADDR"] = "127.0.0.1:8000"
     for step in steps:

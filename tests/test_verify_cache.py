@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import random
+import tracemalloc
+
 import pytest
 
 from chat_security import tokens
@@ -65,11 +69,161 @@ def test_a_changed_byte_is_not_a_hit(token):
     assert code_of(tampered) in {"invalid_signature", "malformed"}
 
 
-def test_the_memory_is_bounded(clock, monkeypatch):
+def test_the_memory_is_bounded_in_bytes(clock, monkeypatch):
     Key.objects.generate_secret()
-    monkeypatch.setattr(tokens, "_VERIFIED_MAX", 3)
-    issued = [tokens.issue(f"user-{i}") for i in range(5)]
+    issued = [tokens.issue(f"user-{i}") for i in range(6)]
+    tokens.verify(issued[0])
+    entry = tokens._VERIFIED.bytes
+    budget = 3 * entry + entry // 2
+    monkeypatch.setattr(tokens, "VERIFIED_MEMORY_BYTES", budget)
     for t in issued:
         tokens.verify(t)
-    assert len(tokens._VERIFIED) <= 3
-    assert issued[-1] in tokens._VERIFIED
+        assert tokens._VERIFIED.bytes <= budget
+    assert len(tokens._VERIFIED) == 3
+    assert list(tokens._VERIFIED) == issued[-3:]
+
+
+def test_the_memory_evicts_least_recently_used(clock, monkeypatch):
+    """A token its widget keeps sending stays while many tokens seen once pass through.
+
+    First-in-first-out dropped it every ``capacity`` new tokens, however hot it was.
+    """
+    Key.objects.generate_secret()
+    hot = tokens.issue("hot-user")
+    tokens.verify(hot)
+    monkeypatch.setattr(tokens, "VERIFIED_MEMORY_BYTES", 20 * tokens._VERIFIED.bytes)
+    for i in range(300):
+        tokens.verify(tokens.issue(f"cold-{i}"))
+        assert hot in tokens._VERIFIED
+        assert tokens.verify(hot).user_id == "hot-user"
+    assert len(tokens._VERIFIED) <= 20
+
+
+def test_the_estimate_errs_high_for_typical_tokens(clock):
+    """What the memory counts is at least what it holds (tracemalloc), and not far above."""
+    Key.objects.generate_secret()
+    claims = {"email": "someone@example.com", "name": "Some One", "userData": {"plan": "pro"}}
+    tokens.verify(tokens.issue("warm-up", claims))
+    tokens.forget_verified()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(400):
+            tokens.verify(tokens.issue(f"user-{i}", claims), count_use=False)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(tokens._VERIFIED) == 400
+    assert held <= tokens._VERIFIED.bytes <= 1.3 * held
+
+
+@pytest.fixture
+def megabyte_tokens(settings):
+    settings.CHAT_SECURITY = {**settings.CHAT_SECURITY, "MAX_TOKEN_BYTES": 1024 * 1024}
+
+
+def test_the_byte_budget_holds_with_megabyte_tokens(clock, monkeypatch, megabyte_tokens):
+    Key.objects.generate_secret()
+    tokens.verify(tokens.issue("warm-up"))
+    budget = 8 * 1024 * 1024
+    monkeypatch.setattr(tokens, "VERIFIED_MEMORY_BYTES", budget)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(16):
+            # ~1 MiB each: MAX_TOKEN_BYTES at the ceiling E002 allows.
+            token = tokens.issue(f"big-{i}", {"blob": f"{i}-" + "x" * 760_000})
+            assert 1_000_000 < len(token) <= 1024 * 1024
+            assert tokens.verify(token, count_use=False).user_id == f"big-{i}"
+            assert token in tokens._VERIFIED  # big tokens are remembered too
+            assert tokens._VERIFIED.bytes <= budget
+        del token
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert 2 <= len(tokens._VERIFIED) < 16
+    assert held <= budget
+
+
+def test_a_token_larger_than_the_budget_verifies_and_is_not_kept(
+    clock, monkeypatch, megabyte_tokens
+):
+    Key.objects.generate_secret()
+    small = tokens.issue("small")
+    tokens.verify(small)
+    monkeypatch.setattr(tokens, "VERIFIED_MEMORY_BYTES", 512 * 1024)
+    big = tokens.issue("big", {"blob": "x" * 700_000})
+    assert tokens.verify(big).user_id == "big"
+    assert big not in tokens._VERIFIED
+    assert small in tokens._VERIFIED  # the big one pushed nothing out
+
+
+def test_a_pathological_token_is_charged_what_it_holds(clock, monkeypatch, megabyte_tokens):
+    # 200,000 empty objects: 0.8 MB of token, ~15 MB of Python objects.
+    Key.objects.generate_secret()
+    token = tokens.issue("lists", {"l": [{}] * 200_000})
+    tokens.verify(token)
+    assert tokens._VERIFIED.bytes > 15 * len(token)
+
+
+def _cold(token: str, **kwargs):
+    """The outcome with nothing remembered; the memory is put back as it was, in order."""
+    remembered = dict(tokens._VERIFIED)
+    tokens._VERIFIED.clear()
+    try:
+        return outcome(token, **kwargs)
+    finally:
+        tokens._VERIFIED.clear()
+        tokens._VERIFIED.update(remembered)
+
+
+def outcome(token: str, **kwargs):
+    try:
+        result = tokens.verify(token, **kwargs)
+    except TokenError as exc:
+        return exc.code
+    return ("ok", result.user_id, result.kid, str(result.key_state), result.claims)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_eviction_never_changes_a_verdict(clock, monkeypatch, seed):
+    """A memory of ~3 entries under a random mix of tokens, clock, revocations and rotations."""
+    rng = random.Random(seed)
+    Key.objects.generate_secret()
+    users = [f"user-{i}" for i in range(5)]
+    tokens.verify(tokens.issue("size-probe"))
+    monkeypatch.setattr(tokens, "VERIFIED_MEMORY_BYTES", int(3.5 * tokens._VERIFIED.bytes))
+    evicted = hits = 0
+    put = tokens._VERIFIED.put
+
+    def counting_put(key, value, size):
+        nonlocal evicted
+        before = len(tokens._VERIFIED) + (key not in tokens._VERIFIED)
+        kept = put(key, value, size)
+        evicted += before - len(tokens._VERIFIED)
+        return kept
+
+    monkeypatch.setattr(tokens._VERIFIED, "put", counting_put)
+    ttls = [120, 3600]
+    pool = [(u, tokens.issue(u, ttl=rng.choice(ttls))) for u in users for _ in range(2)]
+    for _ in range(300):
+        roll = rng.random()
+        if roll < 0.08:
+            clock.advance(rng.choice([1, 20, 90]))
+        elif roll < 0.09:
+            RevokedUser.objects.revoke(rng.choice(users))
+        elif roll < 0.10:
+            Key.objects.rotate_secret(grace=rng.choice([0, 30]))
+        elif roll < 0.2:
+            user = rng.choice(users)
+            pool.append((user, tokens.issue(user, ttl=rng.choice(ttls))))
+        user, token = rng.choice(pool)
+        subject = rng.choice([None, None, user, "someone-else"])
+        hits += token in tokens._VERIFIED
+        assert outcome(token, session_subject=subject) == _cold(token, session_subject=subject)
+        assert tokens._VERIFIED.bytes <= tokens.VERIFIED_MEMORY_BYTES
+    assert evicted >= 20 and hits >= 20  # both paths really ran

@@ -24,7 +24,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.db.models import F
 from django.db.utils import OperationalError
 
-from chat_security import keyring, tokens, websocket
+from chat_security import keyring, propagation, tokens, websocket
 from chat_security.exceptions import ERROR_CODES, KeyStoreUnavailable
 from chat_security.models import Key, RevokedUser, SecurityConfig
 from chat_security.session import SUBJECT_SESSION_KEY
@@ -597,8 +597,11 @@ async def test_security_switched_on_closes_anonymous_sockets(secret, token_for):
 
 
 def _changed_elsewhere(**fields) -> None:
-    """A write made by another process: no signal here, only the version moves."""
+    """A write made by another process: no signal here, only the version moves (and the
+    shared cache's change counter, as every writer announces its commit; a no-op with a
+    cache local to the process)."""
     SecurityConfig.objects.filter(pk=1).update(version=F("version") + 1, **fields)
+    propagation.announce()
 
 
 async def test_change_made_by_another_process_is_seen_within_the_bound(secret, token_for):

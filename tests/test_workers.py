@@ -44,7 +44,7 @@ def ask(base: str, token: str | None) -> tuple[int, int | None, str | None]:
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
             body = json.loads(response.read())
             return response.status, body["pid"], None
     except urllib.error.HTTPError as exc:

@@ -1,8 +1,8 @@
 """Settings for the many-worker tests: ``tests.process_settings`` plus a cache all workers share.
 
-Redis when the lane provides ``REDIS_URL`` (PostgreSQL + Redis lane), else a
-cache folder (``CHAT_SECURITY_TEST_CACHE``): either way shared by every
-process, so key-store changes are announced through it. The URLconf adds a
+Lane 2 already shares Redis (``tests.process_settings``); lane 1 gets a cache
+folder (``CHAT_SECURITY_TEST_CACHE``) instead of each process's local memory.
+Either way key-store changes are announced through it. The URLconf adds a
 protected view that names the worker process that answered.
 """
 
@@ -10,14 +10,7 @@ import os
 
 from tests.process_settings import *  # noqa: F403
 
-if os.environ.get("REDIS_URL"):
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": os.environ["REDIS_URL"],
-        }
-    }
-else:
+if os.environ.get("CHAT_SECURITY_TEST_LANE") != "pg":
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
@@ -25,3 +18,5 @@ else:
         }
     }
 ROOT_URLCONF = "tests.worker_urls"
+if os.environ.get("CHAT_SECURITY_TEST_POLL"):  # the workers ask the database every interval
+    CHAT_SECURITY = {**CHAT_SECURITY, "KEY_CACHE_ALIAS": None}  # noqa: F405

@@ -164,7 +164,8 @@ def manager_data(request: HttpRequest, now: float) -> dict[str, Any]:
         "jwks_url": jwks_url(request),
         "jwks_suggested_path": JWKS_SUGGESTED_PATH,
         "grace_default": default_grace_hours(),
-        "audit_entries": list(AuditEntry.objects.all()[:RECENT_AUDIT]),
+        # newest first, also among entries of one instant (PostgreSQL orders ties at random)
+        "audit_entries": list(AuditEntry.objects.order_by("-at", "-pk")[:RECENT_AUDIT]),
         "audit_url": reverse(
             "admin:chat_security_auditentry_changelist",
             current_app=getattr(request, "current_app", None),

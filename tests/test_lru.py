@@ -1,0 +1,172 @@
+"""The byte-bounded least-recently-used memory behind the engine's verified tokens."""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+
+import pytest
+
+from chat_security import lru
+from chat_security.lru import ByteBoundedLRU, json_bytes
+
+
+def test_put_and_get():
+    memory = ByteBoundedLRU(100)
+    assert memory.put("a", 1, 10)
+    assert memory.get("a") == 1
+    assert memory.get("b") is None
+    assert memory.get("b", "default") == "default"
+    assert memory.bytes == 10
+    assert "a" in memory and len(memory) == 1 and memory["a"] == 1
+
+
+def test_the_least_recently_used_goes_first():
+    memory = ByteBoundedLRU(30)
+    for key in "abc":
+        memory.put(key, key, 10)
+    memory.get("a")  # now b is the oldest
+    memory.put("d", "d", 10)
+    assert list(memory) == ["c", "a", "d"]
+    assert memory.bytes == 30
+
+
+def test_one_large_entry_pushes_out_as_many_as_needed():
+    memory = ByteBoundedLRU(100)
+    for key in "abcde":
+        memory.put(key, key, 20)
+    memory.put("big", "big", 70)
+    assert list(memory) == ["e", "big"]
+    assert memory.bytes == 90
+
+
+def test_reading_by_index_or_membership_does_not_reorder():
+    memory = ByteBoundedLRU(20)
+    memory.put("a", 1, 10)
+    memory.put("b", 2, 10)
+    assert memory["a"] == 1 and "a" in memory and dict(memory) == {"a": 1, "b": 2}
+    memory.put("c", 3, 10)
+    assert list(memory) == ["b", "c"]
+
+
+def test_a_value_larger_than_the_budget_is_not_kept():
+    memory = ByteBoundedLRU(100)
+    memory.put("a", 1, 50)
+    assert memory.put("huge", 2, 101) is False
+    assert list(memory) == ["a"] and memory.bytes == 50
+
+
+def test_replacing_a_key_recounts_its_bytes():
+    memory = ByteBoundedLRU(100)
+    memory.put("a", 1, 50)
+    memory.put("a", 2, 30)
+    assert memory.bytes == 30 and memory.get("a") == 2
+    memory.put("a", 3, 500)  # too large now: the old value goes too
+    assert "a" not in memory and memory.bytes == 0
+
+
+def test_budget_changes_apply_at_the_next_put():
+    memory = ByteBoundedLRU(100)
+    for key in "abcd":
+        memory.put(key, key, 25)
+    memory.budget = 50
+    memory.put("e", "e", 25)
+    assert list(memory) == ["d", "e"] and memory.bytes == 50
+
+
+def test_mapping_interface_keeps_the_count():
+    memory = ByteBoundedLRU(100, size_of=lambda key, value: len(value))
+    memory["a"] = "x" * 40
+    memory.update({"b": "y" * 40, "c": "z" * 40})
+    assert list(memory) == ["b", "c"] and memory.bytes == 80
+    del memory["b"]
+    assert memory.bytes == 40
+    memory.clear()
+    assert memory.bytes == 0 and memory == {}
+    assert "entries" in repr(memory)
+
+
+def test_item_assignment_needs_a_size_function():
+    with pytest.raises(TypeError):
+        ByteBoundedLRU(100)["a"] = 1
+
+
+def test_a_hit_on_an_entry_evicted_meanwhile_is_still_a_hit(monkeypatch):
+    memory = ByteBoundedLRU(100)
+    memory.put("a", 1, 10)
+
+    def evicted_meanwhile(key):
+        raise KeyError(key)  # another thread evicted it between the read and the move
+
+    monkeypatch.setattr(memory, "_touch", evicted_meanwhile)
+    assert memory.get("a") == 1
+
+
+def test_without_a_gil_the_move_takes_the_lock(monkeypatch):
+    monkeypatch.setattr(lru, "_GIL", False)
+    memory = ByteBoundedLRU(100)
+    memory.put("a", 1, 10)
+    memory.put("b", 2, 10)
+    assert memory._touch == memory._locked_touch
+    assert memory.get("a") == 1 and list(memory) == ["b", "a"]
+
+
+@pytest.mark.parametrize("gil", [True, False])
+def test_threads_never_break_the_count(monkeypatch, gil):
+    monkeypatch.setattr(lru, "_GIL", gil)
+    memory = ByteBoundedLRU(5_000)
+    errors = []
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(3_000):
+                key = rng.randrange(300)
+                if rng.random() < 0.6:
+                    memory.get(key)
+                elif rng.random() < 0.95:
+                    memory.put(key, key, rng.randrange(1, 400))
+                else:
+                    memory.clear()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(8)]
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+    assert memory.bytes == sum(memory._sizes.values())
+    assert set(memory._sizes) == set(memory._entries)
+    assert memory.bytes <= memory.budget
+
+
+# -- json_bytes ------------------------------------------------------------------------
+
+
+def test_json_bytes_of_scalars_and_flat_objects():
+    assert json_bytes("abc") == sys.getsizeof("abc")
+    flat = {"sub": "user-1", "exp": 1_800_000_000}
+    expected = sys.getsizeof(flat) + sum(map(sys.getsizeof, [*flat, *flat.values()]))
+    assert json_bytes(flat) == expected
+
+
+def test_json_bytes_counts_every_nested_container():
+    nested = {"a": [{}, {"b": [1, 2]}], "c": []}
+    inner = nested["a"][1]
+    expected = sum(map(sys.getsizeof, [nested, "a", "c", nested["a"], nested["c"]])) + sum(
+        map(sys.getsizeof, [{}, inner, "b", inner["b"], 1, 2])
+    )
+    assert json_bytes(nested) == expected
+
+
+def test_json_bytes_of_many_empty_objects_is_not_their_text_length():
+    many = [{} for _ in range(10_000)]
+    assert json_bytes(many) >= 10_000 * sys.getsizeof({})
