@@ -63,9 +63,14 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 # Live chat between processes needs Redis; one process (runserver) does with memory.
 REDIS_URL = env.str("REDIS_URL", default="")
+# socket_timeout None, as before redis-py 8: its default of 5 s ends a receive that
+# waits on an idle channel (BZPOPMIN, 5 s) with TimeoutError, so idle consumers crashed.
 CHANNEL_LAYERS = {
     "default": (
-        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
+        }
         if REDIS_URL
         else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     )

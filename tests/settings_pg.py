@@ -58,9 +58,12 @@ CACHES = {
         "LOCATION": redis("CACHE_URL", os.environ.get("CACHE_URL") or REDIS_URL),
     }
 }
+# socket_timeout None, as before redis-py 8: its default of 5 s ends a receive that
+# waits on an idle channel (BZPOPMIN, 5 s) with TimeoutError, and can swallow the
+# cancellation of a consumer that disconnects, which then lingers for those 5 s.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
     }
 }
