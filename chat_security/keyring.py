@@ -70,6 +70,8 @@ class KeyEntry:
     unreadable: bool = False
     _encrypted_private: str = ""
     _private_key: Any = None
+    #: what the entry was made from (:func:`_row`): equal rows give the same entry
+    _row: tuple = ()
 
     def state(self, now: float) -> str:
         return key_state(now, self.grace_until, self.retired_at, self.revoked_at)
@@ -107,6 +109,10 @@ class Snapshot:
     verified_at: float = 0.0
     #: until when some secret or public key can verify (-inf: none can)
     verifiable_until: float = -math.inf
+    #: the same object for as long as every key entry is the same: a change
+    #: that leaves the keys alone (revoke-user, the mode) keeps it, and with it
+    #: the tokens the engine remembers (``tokens.verify``)
+    keyset: object = field(default_factory=object)
 
     def can_verify(self, now: float) -> bool:
         """Whether any key could verify a token at ``now`` (service keys only decrypt)."""
@@ -124,7 +130,26 @@ def _holds_material(key: Key, now: float) -> bool:
     return end is None or end > now
 
 
-def _entry(key: Key, now: float) -> KeyEntry:
+#: Where ``_row`` holds the key's material (encrypted secret, public key PEM).
+_MATERIAL = slice(5, 7)
+
+
+def _row(key: Key, now: float) -> tuple:
+    """Everything an entry is made of: two equal rows make interchangeable entries."""
+    return (
+        key.kind,
+        key.created_at,
+        key.grace_until,
+        key.retired_at,
+        key.revoked_at,
+        key.encrypted_material,
+        key.public_pem,
+        _holds_material(key, now),
+    )
+
+
+def _entry(key: Key, now: float, before: KeyEntry | None = None) -> KeyEntry:
+    """The entry for ``key``; material already loaded in ``before`` (same kid) is reused."""
     entry = KeyEntry(
         kid=key.kid,
         kind=key.kind,
@@ -133,11 +158,18 @@ def _entry(key: Key, now: float) -> KeyEntry:
         grace_until=clock.timestamp(key.grace_until),
         retired_at=clock.timestamp(key.retired_at),
         revoked_at=clock.timestamp(key.revoked_at),
+        _row=_row(key, now),
     )
     if not _holds_material(key, now):
         return entry
     if key.kind == KeyKind.SERVICE_KEY:
         entry._encrypted_private = key.encrypted_material
+        if before is not None and before._encrypted_private == key.encrypted_material:
+            entry._private_key = before._private_key
+        return entry
+    same_material = before is not None and before._row[_MATERIAL] == entry._row[_MATERIAL]
+    if same_material and before.verify_key is not None:
+        entry.verify_key = before.verify_key  # same material, only its dates changed
         return entry
     try:
         entry.verify_key = _verify_key(key)
@@ -157,7 +189,14 @@ def _verify_key(key: Key) -> Any:
     return keys.load_public_pem(key.public_pem)
 
 
-def _build() -> Snapshot:
+def _build(previous: Snapshot | None = None) -> Snapshot:
+    """Read the store into a new snapshot.
+
+    Key entries of ``previous`` whose rows did not change are reused as they
+    are: no secret is decrypted and no PEM parsed again, and when no key
+    changed at all the new snapshot keeps ``previous.keyset`` (so a
+    ``revoke-user`` costs every worker three small queries, not a rebuild).
+    """
     # The version is read before the keys: a change committed in between makes
     # the snapshot newer than its version, so the next check rebuilds it again.
     config = SecurityConfig.objects.filter(pk=1).values("enabled", "version").first()
@@ -166,8 +205,14 @@ def _build() -> Snapshot:
         enabled=config["enabled"] if config else True,
     )
     now = clock.now()
+    old = previous.by_kid if previous is not None else {}
+    reused = 0
     for key in Key.objects.order_by("-created_at"):
-        entry = _entry(key, now)
+        entry = old.get(key.kid)
+        if entry is not None and entry._row == _row(key, now):
+            reused += 1
+        else:
+            entry = _entry(key, now, entry)
         snap.by_kid[entry.kid] = entry
         snap.by_kind.setdefault(entry.kind, []).append(entry)
         if entry.revoked_at is None:
@@ -177,8 +222,24 @@ def _build() -> Snapshot:
         if entry.kind != KeyKind.SERVICE_KEY and (entry.verify_key is not None or entry.unreadable):
             end = entry.retired_at or entry.grace_until or math.inf
             snap.verifiable_until = max(snap.verifiable_until, end)
-    snap.revoked_users = {r.user_id: r.revoked_at.timestamp() for r in RevokedUser.objects.all()}
+    if previous is not None and reused == len(snap.by_kid) == len(old):
+        snap.keyset = previous.keyset
+    snap.revoked_users = _recent_revocations(now)
     return snap
+
+
+def _recent_revocations(now: float) -> dict[str, float]:
+    """User revocations that can still refuse a token: user id -> when.
+
+    A token issued before a revocation expired at most MAX_TOKEN_LIFETIME
+    after it was issued (a longer one is refused as ``lifetime_too_long``), so
+    a revocation older than MAX_TOKEN_LIFETIME + LEEWAY can no longer matter:
+    it stays in the database (the audit log and the admin show it) but is not
+    held in every process's memory.
+    """
+    since = now - app_settings.MAX_TOKEN_LIFETIME - app_settings.LEEWAY
+    recent = RevokedUser.objects.filter(revoked_at__gt=datetime.fromtimestamp(since, UTC))
+    return {user_id: at.timestamp() for user_id, at in recent.values_list("user_id", "revoked_at")}
 
 
 def signer_entries(kind: str) -> tuple[list[KeyEntry], list[str]]:
@@ -237,7 +298,7 @@ def get_snapshot() -> Snapshot:
         if snap is not None and clock.now() < snap.rebuild_at and _unchanged(snap, marker, mono):
             _State.checked_at, _State.failures, _State.retry_at = mono, 0, 0.0
             return snap
-        snap = _build()
+        snap = _build(snap)
     except (DjangoDBError, ChatSecurityError) as exc:
         _State.failures += 1
         _State.retry_at = mono + min(0.05 * 2**_State.failures, MAX_RETRY_SECONDS)
@@ -421,8 +482,8 @@ def reset() -> None:
     """Forget the snapshot and the unwritten counters (tests, setting changes).
 
     Tokens the engine remembers need nothing from here: a remembered token is
-    used only with the very snapshot it was verified against, and the next
-    snapshot is a new object.
+    used only with the very key set it was verified against, and the next
+    snapshot built from nothing has a new one.
     """
     with _State.lock:
         _State.snapshot = None
@@ -430,6 +491,7 @@ def reset() -> None:
         _State.flushed_at = time.monotonic()
         _State.flush_deferred = False
         _State.failures, _State.retry_at = 0, 0.0
+    propagation.reset()
 
 
 register_cache(reset)  # snapshots hold keys decrypted and parsed under the old settings

@@ -10,8 +10,12 @@ moved (or cannot be read) does it ask the database.
 
 Failure modes, each on the safe side:
 
-* the cache is down or the key is missing: :func:`read_marker` answers None
-  and the worker polls the database, as without a cache;
+* the cache is down: :func:`read_marker` answers None and the worker polls
+  the database, as without a cache; the cache is not asked again for
+  :data:`CACHE_RETRY_SECONDS`, so an unreachable cache costs one failed call
+  per process per interval, not one per request;
+* the counter is lost (cache restarted, key evicted): it is created again at
+  a random value, which no worker has seen, so every worker asks the database;
 * the writer dies between its commit and the increment: the counter does not
   move, so every worker also checks the database at least every
   :data:`DATABASE_BACKSTOP_SECONDS`;
@@ -24,6 +28,8 @@ A process-local cache (local memory, dummy) is not shared: it is ignored.
 from __future__ import annotations
 
 import logging
+import secrets
+import time
 from typing import Any
 
 from django.core.cache import InvalidCacheBackendError, caches
@@ -37,6 +43,17 @@ logger = logging.getLogger("chat_security.propagation")
 COUNTER_KEY = "chat_security:key-store-changes"
 #: Even with a counter that did not move, the database is asked this often.
 DATABASE_BACKSTOP_SECONDS = 30.0
+#: After a cache failure, the cache is left alone (the database is polled) this long.
+CACHE_RETRY_SECONDS = 5.0
+
+
+class _State:
+    cache_down_until: float = 0.0
+
+
+def _new_counter() -> int:
+    """A starting value no process has seen: a lost counter then reads as a change."""
+    return secrets.randbits(62)
 
 
 def shared_cache() -> Any:
@@ -56,15 +73,19 @@ def shared_cache() -> Any:
 def read_marker() -> int | None:
     """The change counter, or None when it cannot be read (then ask the database)."""
     cache = shared_cache()
-    if cache is None:
+    if cache is None or time.monotonic() < _State.cache_down_until:
         return None
     try:
         value = cache.get(COUNTER_KEY)
         if value is None:
-            cache.add(COUNTER_KEY, 0, timeout=None)
+            cache.add(COUNTER_KEY, _new_counter(), timeout=None)
             value = cache.get(COUNTER_KEY)
     except Exception:  # noqa: BLE001 — any cache failure means "ask the database"
-        logger.debug("key-store change counter unreadable; polling the database")
+        _State.cache_down_until = time.monotonic() + CACHE_RETRY_SECONDS
+        logger.warning(
+            "key-store change counter unreadable; polling the database for %s s",
+            CACHE_RETRY_SECONDS,
+        )
         return None
     return value if isinstance(value, int) else None
 
@@ -77,8 +98,13 @@ def announce() -> None:
     try:
         try:
             cache.incr(COUNTER_KEY)
-        except ValueError:  # no counter yet
-            if not cache.add(COUNTER_KEY, 1, timeout=None):
+        except ValueError:  # no counter (yet, or lost): any new value is a change
+            if not cache.add(COUNTER_KEY, _new_counter(), timeout=None):
                 cache.incr(COUNTER_KEY)
     except Exception:  # noqa: BLE001 — the database backstop still tells everybody
         logger.warning("key-store change not announced in the cache; workers will poll")
+
+
+def reset() -> None:
+    """Ask the cache again at the next check (tests, setting changes)."""
+    _State.cache_down_until = 0.0

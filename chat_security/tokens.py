@@ -211,13 +211,13 @@ def check_revocation(user_id: str, claims: dict[str, Any], snap: Snapshot) -> No
 
 @dataclass(frozen=True, slots=True)
 class _Remembered:
-    """A token that verified against ``snapshot``: what a hit needs to re-check it.
+    """A token that verified against ``keyset``: what a hit needs to re-check it.
 
     Not the parsed token itself: its signing input and signature (another
     copy of the token's bytes) serve no purpose once the signature matched.
     """
 
-    snapshot: Snapshot
+    keyset: object  # Snapshot.keyset when it verified
     header: dict[str, Any]
     claims: dict[str, Any]
     key: KeyEntry
@@ -251,10 +251,11 @@ def _cost(token: str, value: _Remembered) -> int:
 
 #: token -> _Remembered for tokens that verified. The chat widget sends the
 #: same token with every message; a hit skips parsing, the signature and JWE
-#: decryption (their outcome cannot change while the snapshot is the same
-#: object) but re-runs every time-dependent check, including whether the
-#: signing key and the service key that decrypted user_payload are still
-#: usable. Per process, successes only, bounded in bytes
+#: decryption (their outcome cannot change while the snapshot's key set is
+#: the same object) but re-runs every check that depends on the time or on
+#: the current snapshot: times, user revocations, the session's subject, and
+#: whether the signing key and the service key that decrypted user_payload
+#: are still usable. Per process, successes only, bounded in bytes
 #: (``VERIFIED_MEMORY_BYTES``), least recently used out first: a token
 #: re-sent every few seconds stays while any number of tokens seen once pass
 #: through. Results get copies of what is kept here (``_fresh``), never the
@@ -288,7 +289,7 @@ def _fresh(value: Any) -> Any:
 def forget_verified() -> None:
     """Drop remembered verifications.
 
-    Never needed for correctness (a hit requires the snapshot it was verified
+    Never needed for correctness (a hit requires the key set it was verified
     against), but a change of settings frees the memory at once, and tests
     start empty.
     """
@@ -316,7 +317,7 @@ def _verify_full(
         type(v) in _CONTAINERS for part in (parsed.header, parsed.claims) for v in part.values()
     )
     remembered = _Remembered(
-        snap, parsed.header, parsed.claims, entry, user_id, private, service_key, nested
+        snap.keyset, parsed.header, parsed.claims, entry, user_id, private, service_key, nested
     )
     return remembered, now
 
@@ -351,12 +352,13 @@ def verify(
     hit = _VERIFIED.get(token) if isinstance(token, str) else None
     if hit is not None:
         now = clock.now()
+        snap = keyring.get_snapshot()
         if (
-            hit.snapshot is keyring.get_snapshot()
+            hit.keyset is snap.keyset
             and hit.key.usable(now)
             and (hit.service_key is None or hit.service_key.usable(now))
         ):
-            _check_claims(hit.claims, now, session_subject, hit.snapshot)
+            _check_claims(hit.claims, now, session_subject, snap)
         else:
             forget_verified()
             hit = None

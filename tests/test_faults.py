@@ -1,26 +1,37 @@
-"""The database goes away under load, then comes back (SPEC §12, issue 11 deliverable 4).
+"""The database or the cache goes away under load, then comes back (SPEC §12, issue 11).
 
-Two gunicorn workers verify a mix of valid, expired and forged tokens while
-the test database becomes unreachable: a SQLite file moved away (lane 1), or
-a PostgreSQL database that refuses connections with its sessions terminated
-(lane 2). Every answer must be right or 503: never a 500, never a bad token
-accepted. When the database is back, the same worker processes answer
-correctly again without a restart.
+Database: two gunicorn workers (HTTP) and a daphne server (WebSocket) verify
+a mix of valid, expired and forged tokens while the test database becomes
+unreachable: a SQLite file moved away (lane 1), or a PostgreSQL database that
+refuses connections with its sessions terminated (lane 2). Every answer must
+be right or 503 / 4503: never a 500, never a bad token accepted. When the
+database is back, the same processes answer correctly again without a restart.
+
+Cache: the workers announce key-store changes through a Redis of the test's
+own, which is stopped under load: every answer stays right (the database
+still answers), a change made from the CLI meanwhile reaches every worker by
+polling within the bound, and after Redis comes back (empty) the workers use
+it again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
-from .servers import _admin_connection, lane, manage, process_env, serving
+from .servers import _admin_connection, free_port, lane, manage, process_env, serving
 
 WORKERS = 2
 GUNICORN = ("-m", "gunicorn", "demo_site.wsgi:application", "--workers", str(WORKERS),
@@ -62,11 +73,10 @@ def database_down(env):
             away.rename(path)
 
 
-def ask(base: str, token: str) -> tuple[int, str | None, int | None]:
-    request = urllib.request.Request(
-        base + "/chat/api/worker",
-        headers={"Authorization": f"Bearer {token}", "Connection": "close"},
-    )
+def ask(base: str, token: str | None) -> tuple[int, str | None, int | None]:
+    request = urllib.request.Request(base + "/chat/api/worker", headers={"Connection": "close"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
             return response.status, None, json.loads(response.read())["pid"]
@@ -74,12 +84,13 @@ def ask(base: str, token: str) -> tuple[int, str | None, int | None]:
         return exc.code, json.loads(exc.read() or b"{}").get("error"), None
 
 
-def test_database_outage_under_load_is_503_never_wrong_and_recovers(env):
+def make_tokens(env) -> dict[str, str]:
+    """A valid, an expired and a forged token for user ``alice``."""
     secret = json.loads(manage(env, "chat_security", "generate-secret"))
     now = int(time.time())
     claims = {"sub": "alice", "iat": now, "exp": now + 3600}
     headers = {"kid": secret["kid"]}
-    tokens = {
+    return {
         "valid": jwt.encode(claims, secret["secret"], algorithm="HS256", headers=headers),
         "expired": jwt.encode(
             {**claims, "iat": now - 7200, "exp": now - 3600},
@@ -89,11 +100,13 @@ def test_database_outage_under_load_is_503_never_wrong_and_recovers(env):
         ),
         "forged": jwt.encode(claims, "not-the-secret-" * 3, algorithm="HS256", headers=headers),
     }
-    right = {
-        "valid": (200, None),
-        "expired": (401, "expired"),
-        "forged": (401, "invalid_signature"),
-    }
+
+
+RIGHT = {"valid": (200, None), "expired": (401, "expired"), "forged": (401, "invalid_signature")}
+
+
+def test_database_outage_under_load_is_503_never_wrong_and_recovers(env):
+    tokens, right = make_tokens(env), RIGHT
     with serving(env, *GUNICORN) as port:
         base = f"http://127.0.0.1:{port}"
         pids: set[int] = set()
@@ -126,3 +139,147 @@ def test_database_outage_under_load_is_503_never_wrong_and_recovers(env):
         # Every worker answers again, and they are the processes from before the outage.
         assert recovered_pids == pids
     print(f"{lane()}: answers during the outage:", {k: sorted(v) for k, v in seen.items()})
+
+
+# -- WebSocket ---------------------------------------------------------------------------
+
+DAPHNE = ("-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "tests.asgi_app:application")
+#: What a socket opened with each token gets: ``identified``, or the close code and error.
+WS_RIGHT = {
+    "valid": ("identified", "alice"),
+    "expired": (4401, "expired"),
+    "forged": (4401, "invalid_signature"),
+}
+
+
+def ws_answer(port: int, token: str) -> tuple[object, str | None]:
+    """Open a socket with the subprotocol token: ("identified", user) or (close code, error)."""
+    error = None
+    with connect(
+        f"ws://127.0.0.1:{port}/ws/echo/", subprotocols=["chat-security", token], open_timeout=10
+    ) as ws:
+        try:
+            for _ in range(5):  # bounded: an error frame comes before the close
+                frame = json.loads(ws.recv(timeout=10))
+                if frame["type"] == "identified":
+                    return "identified", frame["user"]["id"]
+                error = frame.get("error")
+        except ConnectionClosed:
+            return ws.close_code, error
+    pytest.fail("no answer on the socket")
+
+
+def test_database_outage_sockets_get_4503_never_wrong_and_recover(env):
+    tokens = make_tokens(env)
+    with serving(env, *DAPHNE) as port:
+        for kind, token in tokens.items():
+            assert ws_answer(port, token) == WS_RIGHT[kind]
+        seen: dict[str, set] = {k: set() for k in tokens}
+        with database_down(env):
+            deadline = time.monotonic() + 4  # > KEY_CACHE_SECONDS + the retry backoff
+            while time.monotonic() < deadline:
+                for kind, token in tokens.items():
+                    answer = ws_answer(port, token)
+                    assert answer in (WS_RIGHT[kind], (4503, "unavailable")), (kind, answer)
+                    seen[kind].add(answer)
+        assert (4503, "unavailable") in seen["valid"], seen  # noticed, not guessed
+
+        deadline = time.monotonic() + 10
+        while ws_answer(port, tokens["valid"]) != WS_RIGHT["valid"]:
+            assert time.monotonic() < deadline, "the server did not recover"
+            time.sleep(0.1)
+        for kind, token in tokens.items():  # the same process, right again
+            assert ws_answer(port, token) == WS_RIGHT[kind]
+    answers = {k: sorted(map(str, v)) for k, v in seen.items()}
+    print(f"{lane()}: sockets during the outage:", answers)
+
+
+# -- The cache ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def private_redis(port: int) -> Iterator[None]:
+    """A Redis server of the test's own on ``port`` (no persistence), stopped afterwards."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is missing: scripts/test.sh installs Debian's redis-server"
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "Redis did not start"
+                time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def counter_in(port: int) -> bool:
+    import redis
+
+    return bool(redis.Redis(host="127.0.0.1", port=port).keys("*key-store-changes*"))
+
+
+def until_all_obey(base: str, token: str | None, expected: tuple[int, str | None]) -> float:
+    """Seconds until 8 answers per worker in a row are ``expected`` (bounded)."""
+    start, streak, first = time.monotonic(), 0, 0.0
+    while time.monotonic() - start < 15:
+        status, code, _pid = ask(base, token)
+        streak = streak + 1 if (status, code) == expected else 0
+        if streak == 1:
+            first = time.monotonic() - start
+        if streak >= 8 * WORKERS:
+            return first
+    pytest.fail(f"the workers never all answered {expected}")
+
+
+def test_cache_outage_answers_stay_right_and_changes_arrive_by_polling(tmp_path):
+    env = process_env("tests.worker_settings", tmp_path / "db.sqlite3")
+    redis_port = free_port()
+    env["CHAT_SECURITY_TEST_REDIS_CACHE"] = f"redis://127.0.0.1:{redis_port}/0"
+    manage(env, "migrate", "--noinput", "-v0")
+    bound = 1.0 + 1.0  # KEY_CACHE_SECONDS + one interval
+    taken = {}
+    with serving(env, *GUNICORN) as port:
+        base = f"http://127.0.0.1:{port}"
+        with private_redis(redis_port):
+            tokens = make_tokens(env)
+            for _ in range(4 * WORKERS):
+                for kind, token in tokens.items():
+                    assert ask(base, token)[:2] == RIGHT[kind]
+            assert counter_in(redis_port)  # the workers read the counter there
+
+        # Redis is down: every answer stays right, from the database.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for kind, token in tokens.items():
+                assert ask(base, token)[:2] == RIGHT[kind], kind
+        # A change made meanwhile (its announcement fails) reaches every worker by polling.
+        manage(env, "chat_security", "revoke-user", "alice")
+        taken["revoke-user, Redis down"] = until_all_obey(
+            base, tokens["valid"], (401, "token_revoked")
+        )
+        fresh = manage(env, "chat_security", "issue", "--sub", "bob").strip()
+
+        with private_redis(redis_port):  # back, and empty
+            deadline = time.monotonic() + 15  # CACHE_RETRY_SECONDS + KEY_CACHE_SECONDS
+            while not counter_in(redis_port):
+                assert time.monotonic() < deadline, "the workers did not use Redis again"
+                assert ask(base, fresh)[:2] == (200, None)
+                time.sleep(0.1)
+            manage(env, "chat_security", "security", "off")
+            taken["security off, Redis back"] = until_all_obey(base, None, (200, None))
+    figures = {k: round(v, 2) for k, v in taken.items()}
+    print(f"{lane()}: seconds until every worker obeyed", figures)
+    assert max(taken.values()) <= bound

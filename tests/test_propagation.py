@@ -80,6 +80,38 @@ def test_cache_down_falls_back_to_the_database(shared_cache, monkeypatch):
 
 
 @pytest.mark.django_db
+def test_a_cache_that_is_down_is_left_alone_for_a_while(shared_cache, monkeypatch):
+    calls = []
+
+    def down(*args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("cache down")
+
+    monkeypatch.setattr(type(shared_cache), "get", down)
+    for _ in range(20):
+        assert propagation.read_marker() is None
+    assert len(calls) == 1  # one failed call, then the database is polled
+    monkeypatch.undo()
+    assert propagation.read_marker() is None  # still within CACHE_RETRY_SECONDS
+    propagation._State.cache_down_until -= propagation.CACHE_RETRY_SECONDS
+    assert isinstance(propagation.read_marker(), int)  # back on the cache
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_counter_reads_as_a_change(shared_cache, django_assert_num_queries):
+    keyring.get_snapshot()
+    seen = propagation.read_marker()
+    shared_cache.clear()  # Redis restarted without its data, or the key was evicted
+    assert propagation.read_marker() not in (None, seen)  # a new random start
+    keyring._State.checked_at = -1e9
+    with django_assert_num_queries(1):  # so the worker asks the database once
+        keyring.get_snapshot()
+    shared_cache.delete(propagation.COUNTER_KEY)
+    propagation.announce()  # a writer that finds no counter also starts a new one
+    assert propagation.read_marker() not in (None, seen)
+
+
+@pytest.mark.django_db
 def test_a_cache_local_to_the_process_is_not_used(settings, django_assert_num_queries):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.CHAT_SECURITY = {**settings.CHAT_SECURITY, "KEY_CACHE_SECONDS": 0}

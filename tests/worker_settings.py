@@ -2,15 +2,23 @@
 
 Lane 2 already shares Redis (``tests.process_settings``); lane 1 gets a cache
 folder (``CHAT_SECURITY_TEST_CACHE``) instead of each process's local memory.
-Either way key-store changes are announced through it. The URLconf adds a
-protected view that names the worker process that answered.
+Either way key-store changes are announced through it. A test that stops
+the cache gives the workers a Redis of its own (``CHAT_SECURITY_TEST_REDIS_CACHE``).
+The URLconf adds a protected view that names the worker process that answered.
 """
 
 import os
 
 from tests.process_settings import *  # noqa: F403
 
-if os.environ.get("CHAT_SECURITY_TEST_LANE") != "pg":
+if os.environ.get("CHAT_SECURITY_TEST_REDIS_CACHE"):  # a Redis of the test's own, to stop
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["CHAT_SECURITY_TEST_REDIS_CACHE"],
+        }
+    }
+elif os.environ.get("CHAT_SECURITY_TEST_LANE") != "pg":
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
