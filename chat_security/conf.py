@@ -90,14 +90,12 @@ def seconds(value: Any) -> float:
 class ChatSecuritySettings:
     """Attribute access to ``settings.CHAT_SECURITY`` with defaults.
 
-    Values are looked up on first access and memoised until Django sends
-    ``setting_changed`` (``override_settings`` in tests) — see
-    :func:`reset_caches` — so the hot path pays one dict lookup. Durations
-    come back as float seconds.
+    Values are looked up on first access and memoised as instance attributes
+    until Django sends ``setting_changed`` (``override_settings`` in tests) —
+    see :func:`reset_caches` — so after the first access the hot path pays a
+    plain attribute read (``__getattr__`` runs only for a missing one).
+    Durations come back as float seconds.
     """
-
-    def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
 
     @property
     def user_settings(self) -> Any:
@@ -112,21 +110,17 @@ class ChatSecuritySettings:
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(f"unknown CHAT_SECURITY setting {name!r}")
-        try:
-            return self._cache[name]
-        except KeyError:
-            pass
         value = self.raw(name)
         if name in DURATIONS:
             try:
                 value = seconds(value)
             except (TypeError, ValueError):
                 value = seconds(DEFAULTS[name])
-        self._cache[name] = value
+        self.__dict__[name] = value
         return value
 
     def clear_cache(self) -> None:
-        self._cache.clear()
+        self.__dict__.clear()
 
 
 app_settings = ChatSecuritySettings()

@@ -14,10 +14,13 @@ class ChatIdentity:
     """The verified (or anonymous) person behind a protected request.
 
     ``contact`` is looked up lazily: most chat requests only need ``user_id``,
-    and the contact record costs database work.
+    and the contact record costs database work. ``claims`` and ``private``
+    come from the verification result when first read (copying them costs
+    more than the rest of a repeated token's check).
     """
 
-    __slots__ = ("user_id", "claims", "kid", "anonymous", "private", "anonymous_id", "_contact")
+    __slots__ = ("user_id", "kid", "anonymous", "anonymous_id", "_claims", "_private", "_result",
+                 "_contact")  # fmt: skip
 
     def __init__(
         self,
@@ -30,22 +33,29 @@ class ChatIdentity:
         anonymous_id: str | None = None,
     ) -> None:
         self.user_id = user_id
-        self.claims = claims if claims is not None else {}
         self.kid = kid
         self.anonymous = anonymous
-        self.private = private
         self.anonymous_id = anonymous_id
+        self._claims = claims if claims is not None else {}
+        self._private = private
+        self._result: VerifiedToken | None = None
         self._contact = _UNSET
 
     @classmethod
     def verified(cls, result: VerifiedToken) -> ChatIdentity:
-        return cls(
-            user_id=result.user_id,
-            claims=result.claims,
-            kid=result.kid,
-            anonymous=False,
-            private=result.private,
-        )
+        identity = cls(user_id=result.user_id, kid=result.kid)
+        identity._result = result
+        return identity
+
+    @property
+    def claims(self) -> dict[str, Any]:
+        """The token's claims (``{}`` for an anonymous visitor)."""
+        return self._result.claims if self._result is not None else self._claims
+
+    @property
+    def private(self) -> Any:
+        """The decrypted ``user_payload``, if the token carried one."""
+        return self._result.private if self._result is not None else self._private
 
     @classmethod
     def anonymous_visitor(cls, anonymous_id: str | None = None) -> ChatIdentity:

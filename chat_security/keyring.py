@@ -20,13 +20,12 @@ How a process learns of a change (STYLE habit 10):
   first check after the earliest such moment, which drops the material of
   keys that stopped being usable.
 
-Usage counters live in memory and are written out at most every
-``USAGE_FLUSH_SECONDS``, in a transaction of their own, and at exit.
+Usage counters (:mod:`chat_security.usage`) live in memory per thread and
+are written out at most every ``USAGE_FLUSH_SECONDS``, and at exit.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import threading
@@ -37,19 +36,24 @@ from typing import Any
 
 from django.db import Error as DjangoDBError  # DatabaseError and InterfaceError alike
 from django.db import transaction
-from django.db.models import F, Value
-from django.db.models.functions import Coalesce, Greatest
 from joserfc.jwk import RSAKey
 
-from . import clock, keys, propagation
+from . import clock, keys, propagation, usage
 from .conf import app_settings, register_cache
 from .exceptions import ChatSecurityError, KeyStoreUnavailable
-from .models import Key, KeyKind, KeyState, RevokedUser, SecurityConfig, TrafficStat, key_state
+from .models import Key, KeyKind, KeyState, RevokedUser, SecurityConfig, key_state
 
 logger = logging.getLogger("chat_security.keyring")
 
 #: Longest wait between two attempts to read a key store that failed.
 MAX_RETRY_SECONDS = 2.0
+#: Async callers (HTTP and WebSocket middleware) verify on the event loop only
+#: when :func:`fresh_snapshot` says no deadline falls within IN_LOOP_MARGIN
+#: seconds (so the check never meets one), and only tokens up to
+#: IN_LOOP_MAX_TOKEN characters: an encrypted user_payload, which makes a token
+#: that large, costs a ~1 ms RSA decryption that other requests should not wait for.
+IN_LOOP_MARGIN = 0.1
+IN_LOOP_MAX_TOKEN = 1024
 
 ALGORITHM_OF_KIND = {KeyKind.SECRET: "HS256", KeyKind.PUBLIC_KEY: "RS256"}
 KIND_OF_ALGORITHM = {"HS256": KeyKind.SECRET, "RS256": KeyKind.PUBLIC_KEY}
@@ -73,11 +77,26 @@ class KeyEntry:
     #: what the entry was made from (:func:`_row`): equal rows give the same entry
     _row: tuple = ()
 
+    def __post_init__(self) -> None:
+        # usable(now) is on every request's path: two comparisons, worked out once
+        # from key_state() (revoked: never; retired_at <= now or grace over: no more).
+        if self.revoked_at is not None:
+            self._usable_until = -math.inf
+        else:
+            ends = (e for e in (self.retired_at, self.grace_until) if e is not None)
+            self._usable_until = min(ends, default=math.inf)
+        self._usable_state = KeyState.GRACE if self.grace_until is not None else KeyState.ACTIVE
+
     def state(self, now: float) -> str:
         return key_state(now, self.grace_until, self.retired_at, self.revoked_at)
 
     def usable(self, now: float) -> bool:
-        return self.state(now) in (KeyState.ACTIVE, KeyState.GRACE)
+        """Whether the key verifies at ``now``: its state is active or in grace."""
+        return now < self._usable_until
+
+    def usable_state(self, now: float) -> str:
+        """``state(now)`` of a key known to be usable at ``now`` (active or grace)."""
+        return self._usable_state
 
     def stopped_at(self) -> float | None:
         """When the key stopped being accepted (for the admin's explanations)."""
@@ -267,11 +286,6 @@ class _State:
     lock = threading.Lock()
     snapshot: Snapshot | None = None
     checked_at: float = 0.0
-    usage: dict[str, int] = {}
-    last_use: dict[str, float] = {}
-    traffic: dict[tuple[int, str], int] = {}
-    flushed_at: float = time.monotonic()
-    flush_deferred: bool = False
     failures: int = 0
     retry_at: float = 0.0
     generation: int = 0
@@ -346,7 +360,7 @@ def fresh_snapshot(margin: float = 0.0) -> Snapshot | None:
     if (
         snap is None
         or mono - _State.checked_at >= app_settings.KEY_CACHE_SECONDS - margin
-        or mono - _State.flushed_at >= app_settings.USAGE_FLUSH_SECONDS - margin
+        or usage.flush_due(margin)
         or clock.now() >= snap.rebuild_at - margin
     ):
         return None
@@ -370,114 +384,6 @@ def invalidate(**_kwargs: Any) -> None:
     transaction.on_commit(propagation.announce)
 
 
-def _flush_due() -> bool:
-    return time.monotonic() - _State.flushed_at >= app_settings.USAGE_FLUSH_SECONDS
-
-
-def record_use(kid: str) -> None:
-    """Count a verification in memory; written out at most every USAGE_FLUSH_SECONDS."""
-    with _State.lock:
-        _State.usage[kid] = _State.usage.get(kid, 0) + 1
-        _State.last_use[kid] = clock.now()
-    if _flush_due():
-        flush_usage()
-
-
-def record_traffic(outcome: str) -> None:
-    """Count a protected request by outcome: "signed", "unsigned" or an error code."""
-    hour = int(clock.now() // 3600)
-    with _State.lock:
-        bucket = (hour, outcome)
-        _State.traffic[bucket] = _State.traffic.get(bucket, 0) + 1
-    if _flush_due():
-        flush_usage()
-
-
-def flush_usage() -> bool:
-    """Write in-memory usage and traffic counters out; True if they were written.
-
-    The write runs in a transaction of its own, never inside the caller's:
-    inside ``ATOMIC_REQUESTS`` or an outer ``atomic`` a failed write would
-    break the rest of the request, and a successful one would hold the key
-    rows' locks until the request commits. There it is deferred to run after
-    the outer transaction commits (``on_commit``); counters stay in memory
-    until a flush succeeds. ``last_used`` only moves forward (``Greatest``),
-    whatever order workers flush in.
-    """
-    with _State.lock:
-        usage, last_use, traffic = _State.usage, _State.last_use, _State.traffic
-        _State.usage, _State.last_use, _State.traffic = {}, {}, {}
-        _State.flushed_at = time.monotonic()
-    if not (usage or traffic):
-        return True
-    written = False
-    try:
-        # durable: Django refuses to nest it inside the caller's transaction.
-        with transaction.atomic(durable=True):
-            _write_counters(usage, last_use, traffic)
-        written = True
-    except RuntimeError:
-        _defer_flush()
-    except DjangoDBError:
-        pass  # counters are advisory; never fail a request for them
-    if not written:
-        _restore(usage, last_use, traffic)
-    return written
-
-
-def _restore(
-    usage: dict[str, int], last_use: dict[str, float], traffic: dict[tuple[int, str], int]
-) -> None:
-    with _State.lock:
-        for kid, count in usage.items():
-            _State.usage[kid] = _State.usage.get(kid, 0) + count
-            _State.last_use[kid] = max(_State.last_use.get(kid, 0.0), last_use[kid])
-        for bucket, count in traffic.items():
-            _State.traffic[bucket] = _State.traffic.get(bucket, 0) + count
-
-
-def _defer_flush() -> None:
-    """Called inside someone's transaction: flush once it has committed."""
-    with _State.lock:
-        if _State.flush_deferred:
-            return
-        _State.flush_deferred = True
-    transaction.on_commit(_deferred_flush)
-
-
-def _deferred_flush() -> None:
-    _State.flush_deferred = False
-    flush_usage()
-
-
-def _write_counters(
-    usage: dict[str, int], last_use: dict[str, float], traffic: dict[tuple[int, str], int]
-) -> None:
-    for kid, count in usage.items():
-        when = Value(datetime.fromtimestamp(last_use[kid], tz=UTC))
-        Key.objects.filter(kid=kid).update(
-            use_count=F("use_count") + count,
-            # SQLite's MAX() is NULL if an argument is: never used → our time.
-            last_used=Greatest(Coalesce("last_used", when), when),
-        )
-    for (hour, outcome), count in traffic.items():
-        at = datetime.fromtimestamp(hour * 3600, tz=UTC)
-        stat, _created = TrafficStat.objects.get_or_create(hour=at, outcome=outcome)
-        TrafficStat.objects.filter(pk=stat.pk).update(count=F("count") + count)
-
-
-def _flush_at_exit() -> None:
-    """A worker that stops reports what it counted (a crash loses one interval at most)."""
-    try:
-        if _State.usage or _State.traffic:
-            flush_usage()
-    except Exception:  # noqa: BLE001 — the interpreter is going away; never raise here
-        logger.debug("usage counters not written at exit", exc_info=True)
-
-
-atexit.register(_flush_at_exit)
-
-
 def reset() -> None:
     """Forget the snapshot and the unwritten counters (tests, setting changes).
 
@@ -487,11 +393,9 @@ def reset() -> None:
     """
     with _State.lock:
         _State.snapshot = None
-        _State.usage, _State.last_use, _State.traffic = {}, {}, {}
-        _State.flushed_at = time.monotonic()
-        _State.flush_deferred = False
         _State.failures, _State.retry_at = 0, 0.0
     propagation.reset()
+    usage.reset()
 
 
 register_cache(reset)  # snapshots hold keys decrypted and parsed under the old settings

@@ -9,6 +9,7 @@ requests under ``PROTECTED_PATHS``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -19,10 +20,11 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
+from django.core.exceptions import SynchronousOnlyOperation
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.utils.cache import patch_vary_headers
 
-from . import clock, keyring, tokens
+from . import clock, keyring, tokens, usage
 from .conf import app_settings, register_cache
 from .exceptions import ERROR_CODES, KeyStoreUnavailable, TokenError
 from .identity_types import ChatIdentity
@@ -228,9 +230,20 @@ def _bound_subject(session: Any) -> str | None:
 def _count(outcome: str) -> None:
     """Traffic counters are advisory (the admin's readiness figures); never fail a request."""
     try:
-        keyring.record_traffic(outcome)
+        usage.record_traffic(outcome)
     except Exception:  # noqa: BLE001
         logger.debug("chat traffic counter not recorded", exc_info=True)
+
+
+def _needs_no_database(request: HttpRequest) -> bool:
+    """Whether checking ``request`` now touches no database: the key store answers
+    from memory (no version check or counter flush due), and no session cookie
+    came with it (a session is loaded, and maybe bound, from the database)."""
+    return (
+        keyring.fresh_snapshot(keyring.IN_LOOP_MARGIN) is not None
+        and settings.SESSION_COOKIE_NAME not in request.COOKIES
+        and len(request.META.get("HTTP_AUTHORIZATION", "")) <= keyring.IN_LOOP_MAX_TOKEN
+    )
 
 
 # -- the middleware -----------------------------------------------------------------
@@ -266,8 +279,15 @@ class ChatSecurityMiddleware:
         protected = is_protected(request.path_info)
         response = None
         if protected:
-            # The key snapshot and the session may need the database: run in the sync thread.
-            response = await sync_to_async(self.check, thread_sensitive=True)(request)
+            checked = False
+            if _needs_no_database(request):
+                # The common case: checked right here on the event loop, so
+                # requests do not queue for the one thread-sensitive sync thread.
+                # (If a query falls due after all, SynchronousOnlyOperation: use the thread.)
+                with contextlib.suppress(SynchronousOnlyOperation):
+                    response, checked = self.check(request, in_loop=True), True
+            if not checked:
+                response = await sync_to_async(self.check, thread_sensitive=True)(request)
         if response is None:
             response = await self.get_response(request)  # type: ignore[misc]
         self.finish(request, response, protected)
@@ -275,10 +295,20 @@ class ChatSecurityMiddleware:
 
     # -- shared by both paths --------------------------------------------------------
 
-    def check(self, request: HttpRequest) -> HttpResponseBase | None:
-        """Set ``request.chat_identity`` or return the refusal; never raises."""
+    def check(self, request: HttpRequest, *, in_loop: bool = False) -> HttpResponseBase | None:
+        """Set ``request.chat_identity`` or return the refusal; never raises.
+
+        ``in_loop``: called on the event loop, where a database query raises
+        SynchronousOnlyOperation; that one is passed on, so the caller can
+        check again in the sync thread.
+        """
         try:
             identity = self.identify(request)
+        except SynchronousOnlyOperation:
+            if in_loop:
+                raise
+            logger.error("chat request refused: a database query on the event loop")
+            return unavailable()
         except TokenError as exc:
             _count(exc.code)
             logger.debug("chat request refused: %s", exc.code)

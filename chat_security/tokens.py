@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
 from jwt.algorithms import HMACAlgorithm, RSAAlgorithm
 
-from . import clock, keyring
+from . import clock, keyring, usage
 from .conf import app_settings, register_cache
 from .exceptions import ChatSecurityError, KeyStateError, KeyStoreUnavailable, TokenError
 from .jws import ParsedToken, parse
@@ -35,7 +35,6 @@ _MAX_TIME = 10**300  # any NumericDate beyond this is absurd; keeps int + float 
 _MISSING = object()
 
 
-@dataclass(frozen=True)
 class VerifiedToken:
     """A token that passed every check.
 
@@ -43,16 +42,100 @@ class VerifiedToken:
     plain JSON types (dict, list, str, numbers, bool, None) all the way down:
     changing any of them, nested values such as ``userData`` included, never
     changes what a later :func:`verify` of the same token returns, and
-    ``json.dumps`` takes them as they are.
+    ``json.dumps`` takes them as they are. The engine makes each copy when it
+    is first read, so a caller that only wants ``user_id`` pays for none.
+    Read-only: the attributes cannot be reassigned.
     """
 
-    user_id: str
-    header: dict[str, Any]
-    claims: dict[str, Any]
-    kid: str
-    key_kind: str
-    key_state: str
-    private: Any = field(default=None, repr=False)
+    __slots__ = ("user_id", "kid", "key_kind", "key_state", "_header", "_claims", "_private",
+                 "_pending")  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        user_id: str,
+        header: dict[str, Any],
+        claims: dict[str, Any],
+        kid: str,
+        key_kind: str,
+        key_state: str,
+        private: Any = None,
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "user_id", user_id)
+        set_(self, "kid", kid)
+        set_(self, "key_kind", key_kind)
+        set_(self, "key_state", key_state)
+        set_(self, "_header", header)
+        set_(self, "_claims", claims)
+        set_(self, "_private", private)
+        set_(self, "_pending", 0)  # bits of the values still shared with the engine
+
+    @classmethod
+    def _sharing(cls, remembered: _Remembered, key_state: str) -> VerifiedToken:
+        """A result over the engine's own values, each copied when first read."""
+        result = cls.__new__(cls)
+        set_ = object.__setattr__
+        set_(result, "user_id", remembered.user_id)
+        set_(result, "kid", remembered.key.kid)
+        set_(result, "key_kind", remembered.key.kind)
+        set_(result, "key_state", key_state)
+        set_(result, "_header", remembered.header)
+        set_(result, "_claims", remembered.claims)
+        set_(result, "_private", remembered.private)
+        set_(result, "_pending", _ALL_SHARED if remembered.nested else _DICTS_SHARED)
+        return result
+
+    def _own(self, name: str, bit: int) -> Any:
+        value = getattr(self, name)
+        if self._pending & bit:
+            value = _fresh(value) if self._pending & _NESTED else dict(value)
+            object.__setattr__(self, name, value)
+            object.__setattr__(self, "_pending", self._pending & ~bit)
+        return value
+
+    @property
+    def header(self) -> dict[str, Any]:
+        return self._own("_header", _HEADER)
+
+    @property
+    def claims(self) -> dict[str, Any]:
+        return self._own("_claims", _CLAIMS)
+
+    @property
+    def private(self) -> Any:
+        if self._pending & _PRIVATE:  # flat private data is a string: nothing to copy
+            return self._own("_private", _PRIVATE)
+        return self._private
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"VerifiedToken is read-only ({name})")
+
+    __delattr__ = __setattr__  # type: ignore[assignment]
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.user_id, self.header, self.claims, self.kid, self.key_kind,
+                self.key_state, self.private)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not VerifiedToken:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"VerifiedToken(user_id={self.user_id!r}, header={self.header!r}, "
+            f"claims={self.claims!r}, kid={self.kid!r}, key_kind={self.key_kind!r}, "
+            f"key_state={self.key_state!r})"
+        )
+
+
+# What a result still shares with the engine (VerifiedToken._pending).
+_HEADER, _CLAIMS, _PRIVATE, _NESTED = 1, 2, 4, 8
+_DICTS_SHARED = _HEADER | _CLAIMS
+_ALL_SHARED = _HEADER | _CLAIMS | _PRIVATE | _NESTED
 
 
 # -- keys -----------------------------------------------------------------------
@@ -227,6 +310,22 @@ class _Remembered:
     #: whether header, claims or private hold dicts or lists a result must copy;
     #: most chat tokens are flat, and a flat result then costs two dict() calls
     nested: bool
+    #: step 6's numbers, read and validated once: exp + LEEWAY, exp, the latest
+    #: of nbf and iat, MAX_TOKEN_LIFETIME + LEEWAY, LEEWAY (settings changes
+    #: empty the memory, so they cannot go stale)
+    exp_plus_leeway: float
+    exp: float
+    not_before: float
+    limit_plus_leeway: float
+    leeway: float
+
+    def times_pass(self, now: float) -> bool:
+        """Step 6 at ``now``, the same comparisons as :func:`check_times` makes."""
+        return (
+            now <= self.exp_plus_leeway
+            and self.not_before <= now + self.leeway
+            and self.exp - now <= self.limit_plus_leeway
+        )
 
 
 #: Bytes (estimated) the verified-token memory may hold per process. A
@@ -237,9 +336,10 @@ class _Remembered:
 #: ~1.7 MiB; one made of many tiny JSON values up to ~15 MiB, all counted.
 VERIFIED_MEMORY_BYTES = 32 * 1024 * 1024
 #: What one entry costs besides the token and its decoded JSON: the ordered
-#: dict's slot and link, the record above, the size kept beside it (~340
-#: bytes measured; tests/test_verify_cache.py checks the total with tracemalloc).
-_ENTRY_OVERHEAD = 384
+#: dict's slot and link, the record above with its step-6 numbers, the size
+#: kept beside it (~500 bytes measured; tests/test_verify_cache.py checks the
+#: total with tracemalloc).
+_ENTRY_OVERHEAD = 544
 
 
 def _cost(token: str, value: _Remembered) -> int:
@@ -316,8 +416,22 @@ def _verify_full(
     nested = type(private) in _CONTAINERS or any(
         type(v) in _CONTAINERS for part in (parsed.header, parsed.claims) for v in part.values()
     )
+    exp, nbf, iat = (_number(parsed.claims, n) for n in _TIME_CLAIMS)
+    leeway, limit = app_settings.LEEWAY, app_settings.MAX_TOKEN_LIFETIME
     remembered = _Remembered(
-        snap.keyset, parsed.header, parsed.claims, entry, user_id, private, service_key, nested
+        snap.keyset,
+        parsed.header,
+        parsed.claims,
+        entry,
+        user_id,
+        private,
+        service_key,
+        nested,
+        exp_plus_leeway=math.inf if exp is None else exp + leeway,
+        exp=math.inf if exp is None else exp,
+        not_before=max(-math.inf if v is None else v for v in (nbf, iat)),
+        limit_plus_leeway=math.inf if exp is None else limit + leeway,
+        leeway=leeway,
     )
     return remembered, now
 
@@ -351,6 +465,10 @@ def verify(
     """
     hit = _VERIFIED.get(token) if isinstance(token, str) else None
     if hit is not None:
+        # A token verified before against the same keys: its signature, JWE and
+        # every rule that depends only on the token and the settings still hold.
+        # What depends on the time or the store is checked again: the key (and
+        # service key) still usable, step 6, the session's subject, revocation.
         now = clock.now()
         snap = keyring.get_snapshot()
         if (
@@ -358,7 +476,12 @@ def verify(
             and hit.key.usable(now)
             and (hit.service_key is None or hit.service_key.usable(now))
         ):
-            _check_claims(hit.claims, now, session_subject, snap)
+            if not hit.times_pass(now):
+                check_times(hit.claims, now)  # raises the precise code
+            if session_subject is not None and session_subject != hit.user_id:
+                raise TokenError("subject_changed", bound=session_subject)
+            if snap.revoked_users:
+                check_revocation(hit.user_id, hit.claims, snap)
         else:
             forget_verified()
             hit = None
@@ -367,17 +490,8 @@ def verify(
         if isinstance(token, str):
             _remember(token, hit)
     if count_use:
-        keyring.record_use(hit.key.kid)
-    copy = _fresh if hit.nested else dict
-    return VerifiedToken(
-        user_id=hit.user_id,
-        header=copy(hit.header),
-        claims=copy(hit.claims),
-        kid=hit.key.kid,
-        key_kind=hit.key.kind,
-        key_state=hit.key.state(now),
-        private=_fresh(hit.private) if hit.nested else hit.private,
-    )
+        usage.record_use(hit.key.kid, now)
+    return VerifiedToken._sharing(hit, hit.key.usable_state(now))
 
 
 # -- issuing ------------------------------------------------------------------------

@@ -63,7 +63,7 @@ from django.contrib.sessions.backends.base import UpdateError
 from django.core.exceptions import SynchronousOnlyOperation
 from django.http.cookie import parse_cookie
 
-from . import clock, keyring, tokens
+from . import clock, keyring, tokens, usage
 from .conf import app_settings
 from .exceptions import ERROR_CODES, KeyStoreUnavailable, TokenError
 from .identity_types import ChatIdentity
@@ -90,11 +90,8 @@ CLOSE_PROTOCOL_ERROR = 4400
 CLOSE_REFUSED = 4401
 CLOSE_UNAVAILABLE = 4503
 
-#: Tokens larger than this are verified in the database thread even when no query is due:
-#: an encrypted user_payload (which makes a token this large) costs a ~1 ms RSA decryption.
-IN_LOOP_MAX_TOKEN = 1024
-#: Safety margin before a keyring deadline, so work done in the event loop never meets one.
-_IN_LOOP_MARGIN = 0.1
+IN_LOOP_MAX_TOKEN = keyring.IN_LOOP_MAX_TOKEN
+_IN_LOOP_MARGIN = keyring.IN_LOOP_MARGIN
 
 _QUERY_SPLIT = re.compile(r"[&;]")
 _FAILED: Any = object()
@@ -236,7 +233,7 @@ def token_times(claims: dict[str, Any], now: float) -> tuple[float | None, int |
 def _count(outcome: str) -> None:
     """Traffic counters are advisory (the admin's readiness figures); never fail for them."""
     try:
-        keyring.record_traffic(outcome)
+        usage.record_traffic(outcome)
     except Exception:  # noqa: BLE001
         logger.debug("chat traffic counter not recorded", exc_info=True)
 

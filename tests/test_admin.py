@@ -19,7 +19,7 @@ from django.test import Client, override_settings
 from django.urls import path
 from joserfc.jwk import RSAKey
 
-from chat_security import keyring, views
+from chat_security import usage, views
 from chat_security.models import AuditEntry, Key, KeyKind, SecurityConfig, TrafficStat
 from tests import tokencraft as tc
 from tests.test_admin_permissions import BASE, client_for
@@ -476,7 +476,7 @@ def test_tester_valid_token(admin_client_, clock):
     assert f"signing secret <code>{key.kid}</code>" in content
     assert "&quot;sub&quot;: &quot;user-7&quot;" in content  # decoded payload, escaped
     assert AuditEntry.objects.filter(action="test_token", detail="valid", actor="admin").exists()
-    keyring.flush_usage()
+    usage.flush_usage()
     assert Key.objects.get(pk=key.pk).use_count == 0  # count_use=False
 
 
@@ -560,8 +560,8 @@ def test_tester_escapes_everything(admin_client_, clock):
 
 def test_usage_counts_are_flushed_before_showing(admin_client_, clock):
     key, _secret = generate(admin_client_)
-    keyring.record_use(key.kid)
-    keyring.record_use(key.kid)
+    usage.record_use(key.kid)
+    usage.record_use(key.kid)
     content = admin_client_.get(BASE).content.decode()
     assert Key.objects.get(pk=key.pk).use_count == 2
     assert re.search(r'<td class="chat-num">2</td>', content)
@@ -570,7 +570,7 @@ def test_usage_counts_are_flushed_before_showing(admin_client_, clock):
 
 def test_idle_old_secret_note_says_what_is_known(admin_client_, clock):
     old, _secret = generate(admin_client_)
-    keyring.record_use(old.kid)
+    usage.record_use(old.kid)
     clock.advance(60)
     admin_client_.post(BASE + "secret/rotate/", {"grace_hours": "48"})
     page = admin_client_.get(BASE).content.decode()
@@ -578,7 +578,7 @@ def test_idle_old_secret_note_says_what_is_known(admin_client_, clock):
     assert "No use recorded since the rotation (just now); workers report use every 60 s" in page
     assert "safe to revoke" not in page
     clock.advance(60)
-    keyring.record_use(old.kid)
+    usage.record_use(old.kid)
     page = admin_client_.get(BASE).content.decode()
     assert "Last use recorded just now; workers report use every 60 s" in page
 
@@ -587,7 +587,7 @@ def test_traffic_share_before_switching_on(admin_client_, clock):
     SecurityConfig.set_enabled(False, "test")
     for outcome, n in (("signed", 6), ("unsigned", 2), ("expired", 1), ("invalid_signature", 1)):
         for _ in range(n):
-            keyring.record_traffic(outcome)
+            usage.record_traffic(outcome)
     # An old bucket (more than 24 h ago) does not count.
     old_hour = dt.datetime.fromtimestamp((int(clock.t // 3600) - 30) * 3600, tz=dt.UTC)
     TrafficStat.objects.create(hour=old_hour, outcome="unsigned", count=1000)

@@ -70,10 +70,10 @@ def test_valid_token_shows_times_key_and_decoded_parts(clock, secret):
 
 
 def test_valid_token_does_not_count_a_use(clock, secret):
-    from chat_security import keyring
+    from chat_security import usage
 
     diagnose(tc.hs256(secret, claims(clock)))
-    keyring.flush_usage()
+    usage.flush_usage()
     assert Key.objects.get().use_count == 0
 
 

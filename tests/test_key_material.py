@@ -11,7 +11,7 @@ import pytest
 from django.db import DatabaseError, transaction
 from django.test import override_settings
 
-from chat_security import keyring, keys, tokens
+from chat_security import keyring, keys, tokens, usage
 from chat_security.admin import diagnose
 from chat_security.exceptions import KeyStoreUnavailable, TokenError
 from chat_security.models import Key
@@ -158,8 +158,8 @@ def test_last_used_never_goes_backwards(clock):
     key, _ = Key.objects.generate_secret("t")
     later = dt.datetime.fromtimestamp(clock.t + 300, tz=dt.UTC)
     Key.objects.filter(pk=key.pk).update(last_used=later)  # another worker flushed a later use
-    keyring.record_use(key.kid)  # this worker's use is older
-    assert keyring.flush_usage()
+    usage.record_use(key.kid)  # this worker's use is older
+    assert usage.flush_usage()
     key.refresh_from_db()
     assert key.last_used == later and key.use_count == 1
 
@@ -167,9 +167,9 @@ def test_last_used_never_goes_backwards(clock):
 @pytest.mark.django_db(transaction=True)
 def test_the_flush_never_runs_inside_the_callers_transaction(clock):
     key, _ = Key.objects.generate_secret("t")
-    keyring.record_use(key.kid)
+    usage.record_use(key.kid)
     with transaction.atomic():  # e.g. ATOMIC_REQUESTS
-        assert keyring.flush_usage() is False  # deferred
+        assert usage.flush_usage() is False  # deferred
         assert Key.objects.get(pk=key.pk).use_count == 0
     # ... and done once the caller's transaction committed.
     assert Key.objects.get(pk=key.pk).use_count == 1
@@ -178,16 +178,16 @@ def test_the_flush_never_runs_inside_the_callers_transaction(clock):
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_flush_does_not_break_the_callers_transaction(clock, monkeypatch):
     key, _ = Key.objects.generate_secret("t")
-    keyring.record_use(key.kid)
+    usage.record_use(key.kid)
 
     def broken(*args, **kwargs):
         raise DatabaseError("disk full")
 
-    monkeypatch.setattr(keyring, "_write_counters", broken)
+    monkeypatch.setattr(usage, "_write", broken)
     with transaction.atomic():
-        keyring.flush_usage()
+        usage.flush_usage()
         # The outer transaction is still usable (no TransactionManagementError).
         assert Key.objects.filter(pk=key.pk).exists()
     monkeypatch.undo()
-    assert keyring.flush_usage() is True  # the counts were kept for the next flush
+    assert usage.flush_usage() is True  # the counts were kept for the next flush
     assert Key.objects.get(pk=key.pk).use_count == 1

@@ -10,7 +10,7 @@ from django.http import HttpResponse
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 from django.utils.cache import get_cache_key
 
-from chat_security import keyring, middleware, tokens
+from chat_security import keyring, middleware, tokens, usage
 from chat_security.exceptions import ERROR_CODES, KeyStoreUnavailable
 from chat_security.identity_types import ChatIdentity
 from chat_security.middleware import ChatSecurityMiddleware, bearer_token
@@ -294,7 +294,7 @@ def test_one_receiver_clears_every_settings_cache(secret):
     conf._settings_changed(setting="CHAT_SECURITY")
     assert middleware.protected_prefixes.cache_info().currsize == 0
     assert keys._fernet.cache_info().currsize == 0
-    assert app_settings._cache == {}
+    assert vars(app_settings) == {}
     assert keyring._State.snapshot is None
     assert tokens._VERIFIED == {}
 
@@ -538,7 +538,7 @@ def test_warm_verified_request_makes_no_query(token_for, django_assert_num_queri
 @pytest.mark.django_db
 def test_traffic_is_counted_in_memory(monkeypatch, secret, token_for, clock):
     seen = []
-    monkeypatch.setattr(keyring, "record_traffic", seen.append)
+    monkeypatch.setattr(usage, "record_traffic", seen.append)
     client = Client()
     client.get(WHOAMI, headers=bearer(token_for("u-1")))
     client.get(WHOAMI)
@@ -616,3 +616,84 @@ def test_identity_contact_is_lazy_and_cached(monkeypatch):
     assert "x@example.com" not in repr(identity)
     anonymous = ChatIdentity.anonymous_visitor("anon-x")
     assert anonymous.anonymous and anonymous.user_id is None and not anonymous.is_verified
+
+
+# -- ASGI: checked on the event loop when no database is needed (issue 12) ----------------
+
+
+@pytest.fixture
+def thread_hop(monkeypatch):
+    """Records each time the middleware hands a check to the sync thread."""
+    hops = []
+    real = middleware.sync_to_async
+
+    def recording(func, **kwargs):
+        hops.append(func.__name__)
+        return real(func, **kwargs)
+
+    monkeypatch.setattr(middleware, "sync_to_async", recording)
+    return hops
+
+
+async def _warm(token):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(tokens.verify)(token)  # the snapshot is loaded, the token known
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_async_request_is_checked_on_the_event_loop(secret, token_for, thread_hop):
+    token = token_for("u-7")
+    await _warm(token)
+    for _ in range(3):
+        response = await AsyncClient().get(AWHOAMI, headers=bearer(token))
+        assert response.status_code == 200 and response.json()["user_id"] == "u-7"
+    missing = await AsyncClient().get(AWHOAMI)
+    assert missing.json()["error"] == "missing_token"
+    assert thread_hop == []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_async_request_goes_to_the_thread_when_a_query_is_due(secret, token_for, thread_hop):
+    token = token_for("u-7")
+    await _warm(token)
+    keyring._State.checked_at = -1e9  # the version check is due
+    response = await AsyncClient().get(AWHOAMI, headers=bearer(token))
+    assert response.status_code == 200 and thread_hop == ["check"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_async_request_with_a_session_cookie_goes_to_the_thread(
+    secret, token_for, thread_hop
+):
+    token = token_for("u-7")
+    await _warm(token)
+    client = AsyncClient()
+    client.cookies[settings.SESSION_COOKIE_NAME] = "a-session-key"
+    response = await client.get(AWHOAMI, headers=bearer(token))
+    assert response.status_code == 200 and thread_hop == ["check"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_query_met_on_the_event_loop_is_retried_in_the_thread(
+    secret, token_for, thread_hop, monkeypatch
+):
+    from django.core.exceptions import SynchronousOnlyOperation
+
+    token = token_for("u-7")
+    await _warm(token)
+    real = tokens.verify
+
+    def query_on_the_loop(*args, **kwargs):
+        import asyncio
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return real(*args, **kwargs)  # in the thread
+        raise SynchronousOnlyOperation("You cannot call this from an async context")
+
+    monkeypatch.setattr(tokens, "verify", query_on_the_loop)
+    response = await AsyncClient().get(AWHOAMI, headers=bearer(token))
+    assert response.status_code == 200 and response.json()["user_id"] == "u-7"
+    assert thread_hop == ["check"]

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 
-from chat_security import keyring, keys, tokens
+from chat_security import keys, tokens, usage
 from chat_security.exceptions import KeyStateError
 from chat_security.models import AuditEntry, Key, RevokedUser, SecurityConfig
 
@@ -40,7 +40,7 @@ def test_database_rows_hold_no_secret_and_no_private_key(clock):
     RevokedUser.objects.revoke("user-9", "alice")
     SecurityConfig.set_enabled(False, "alice")
     tokens.verify(tokens.issue("user-1"))
-    keyring.flush_usage()
+    usage.flush_usage()
 
     dump = database_dump()
     assert "hs-" in dump and "svc-" in dump  # the dump really holds the key rows

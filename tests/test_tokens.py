@@ -13,7 +13,7 @@ import pytest
 from joserfc import jwe
 from joserfc.jwk import RSAKey
 
-from chat_security import keyring, tokens
+from chat_security import tokens, usage
 from chat_security.exceptions import (
     ChatSecurityError,
     KeyStateError,
@@ -873,7 +873,7 @@ def test_usage_is_counted_in_memory_and_flushed(clock, secret):
     tokens.verify(token, count_use=False)
     key.refresh_from_db()
     assert key.use_count == 0  # no write per request
-    keyring.flush_usage()
+    usage.flush_usage()
     key.refresh_from_db()
     assert key.use_count == 2
     assert key.last_used.timestamp() == clock.t

@@ -227,3 +227,57 @@ def test_eviction_never_changes_a_verdict(clock, monkeypatch, seed):
         assert outcome(token, session_subject=subject) == _cold(token, session_subject=subject)
         assert tokens._VERIFIED.bytes <= tokens.VERIFIED_MEMORY_BYTES
     assert evicted >= 20 and hits >= 20  # both paths really ran
+
+
+# -- the hit path (issue 12): what a repeated token skips, and what it still checks ------
+
+
+def test_a_repeated_token_skips_parsing_and_the_signature(token, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("a remembered token was parsed or its signature checked again")
+
+    monkeypatch.setattr(tokens, "parse", never)
+    monkeypatch.setattr(tokens, "match_signature", never)
+    monkeypatch.setattr(tokens, "_verify_full", never)
+    for _ in range(3):
+        assert tokens.verify(token).user_id == "cache-user"
+
+
+@pytest.mark.parametrize("leeway", [0, 30])
+def test_a_hit_expires_at_exactly_the_same_moment_as_a_full_check(clock, settings, leeway):
+    settings.CHAT_SECURITY = {**settings.CHAT_SECURITY, "LEEWAY": leeway}
+    Key.objects.generate_secret()
+    token = tokens.issue("edge", ttl=600)
+    exp = clock.t // 1 + 600
+    tokens.verify(token)
+    clock.t = exp + leeway  # the last moment it is valid
+    assert tokens.verify(token).user_id == "edge"
+    clock.t = exp + leeway + 1e-6
+    assert code_of(token) == "expired"
+    tokens.forget_verified()
+    assert code_of(token) == "expired"  # the full check agrees
+
+
+def test_a_hit_honours_nbf_and_the_lifetime_cap_as_the_full_check_does(clock, settings):
+    import jwt
+
+    secret = Key.objects.generate_secret()[1]
+    now = int(clock())
+    settings.CHAT_SECURITY = {**settings.CHAT_SECURITY, "LEEWAY": 0, "MAX_TOKEN_LIFETIME": 3600}
+    token = jwt.encode({"sub": "n", "nbf": now, "exp": now + 3600}, secret, algorithm="HS256")
+    assert tokens.verify(token).user_id == "n"
+    clock.t = now - 0.5  # before nbf (and exp - now now exceeds the cap)
+    assert code_of(token) in {"not_yet_valid", "lifetime_too_long"}
+    tokens.forget_verified()
+    assert code_of(token) in {"not_yet_valid", "lifetime_too_long"}
+
+
+def test_results_copy_only_what_is_read(token):
+    first = tokens.verify(token)
+    assert first._pending  # nothing copied yet
+    claims = first.claims
+    assert claims is first.claims  # one copy per result, made once
+    claims["sub"] = "changed"
+    assert tokens.verify(token).claims["sub"] == "cache-user"
+    with pytest.raises(AttributeError):
+        first.claims = {}  # read-only, as the frozen dataclass was

@@ -13,7 +13,8 @@ from django.db.models import Sum
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
-from .. import clock, keyring, views
+from .. import clock, views
+from .. import usage as usage_counters
 from ..conf import app_settings
 from ..exceptions import ERROR_CODES
 from ..models import AuditEntry, Key, KeyKind, KeyState, SecurityConfig, TrafficStat
@@ -138,7 +139,7 @@ def jwks_url(request: HttpRequest) -> str | None:
 
 def manager_data(request: HttpRequest, now: float) -> dict[str, Any]:
     """Everything the key-management sections show (admins only)."""
-    keyring.flush_usage()  # so last used / use count include this process's counters
+    usage_counters.flush_usage()  # so last used / use count include this process's counters
     config = SecurityConfig.objects.filter(pk=1).first()
     all_keys = list(Key.objects.order_by("-created_at"))
     newest = _newest_active(all_keys, now)

@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from chat_security import checks, identity, keyring, keys, tokens
+from chat_security import checks, identity, keys, tokens, usage
 from chat_security.conf import MAX_GRACE_HOURS
 from chat_security.exceptions import ChatSecurityError, TokenError
 from chat_security.models import Key, RevokedUser, SecurityConfig
@@ -244,7 +244,7 @@ class Command(BaseCommand):
         self.emit(identity.delete_contact(options["user_id"], ACTOR))
 
     def do_status(self, options: dict[str, Any]) -> None:
-        keyring.flush_usage()
+        usage.flush_usage()
         config = SecurityConfig.objects.filter(pk=1).first()
         enabled = config.enabled if config else True
         self.emit(
