@@ -41,7 +41,7 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 
-from chat_security import clock, keyring, tokens  # noqa: E402
+from chat_security import clock, tokens, usage  # noqa: E402
 from chat_security.models import Key  # noqa: E402
 
 TARGET_MB = 50
@@ -109,7 +109,7 @@ def main() -> None:
     for i in range(-100, 0):
         tokens.verify(signer.token_for(i, now))
     tokens.forget_verified()
-    keyring.flush_usage()
+    usage.flush_usage()
     base = rss_bytes()
     print(
         f"baseline RSS {base / 1e6:.1f} MB; memory budget "

@@ -43,8 +43,10 @@ class ChatIdentity:
 
     @classmethod
     def verified(cls, result: VerifiedToken) -> ChatIdentity:
-        identity = cls(user_id=result.user_id, kid=result.kid)
-        identity._result = result
+        identity = cls.__new__(cls)  # on every verified request: no keyword handling
+        identity.user_id, identity.kid, identity.anonymous = result.user_id, result.kid, False
+        identity.anonymous_id, identity._claims, identity._private = None, None, None
+        identity._result, identity._contact = result, _UNSET
         return identity
 
     @property

@@ -83,6 +83,8 @@ def bearer_token(value: str | None) -> str | None:
     """
     if value is None:
         return None
+    if value.startswith("Bearer ") and value[7:8] not in " \t" and value[-1] not in " \t":
+        return value[7:]  # the usual form, which the general rules below read the same way
     value = value.strip(" \t")
     if not value:
         return None
@@ -128,9 +130,24 @@ def mark_private(request: HttpRequest) -> None:
     request._cache_update_cache = False  # type: ignore[attr-defined]
 
 
+def _has_header(response: HttpResponseBase, lowercase_name: str) -> bool:
+    """``response.has_header``, without its KeyError round trip on every protected response.
+
+    Reads Django's case-insensitive header store (``ResponseHeaders._store``,
+    keyed by lowercase names since Django 3.2); falls back to the public call.
+    """
+    store = getattr(response.headers, "_store", None)
+    if type(store) is dict:
+        return lowercase_name in store
+    return response.has_header(lowercase_name)
+
+
 def make_private(response: HttpResponseBase) -> None:
     """``Cache-Control: private`` and no directive that would let a shared cache store it."""
-    directives = [d.strip() for d in response.get("Cache-Control", "").split(",")]
+    if not _has_header(response, "cache-control"):
+        response["Cache-Control"] = "private"  # the usual case, without the parsing
+        return
+    directives = [d.strip() for d in response["Cache-Control"].split(",")]
     kept = [
         d
         for d in directives
@@ -323,12 +340,14 @@ class ChatSecurityMiddleware:
             logger.error("chat request refused: unexpected %s at %s", type(exc).__name__, where)
             return unavailable()
         request.chat_identity = identity  # type: ignore[attr-defined]
-        _count("unsigned" if identity.anonymous else "signed")
+        if identity.anonymous:
+            _count("unsigned")
         return None
 
     def identify(self, request: HttpRequest) -> ChatIdentity:
         snapshot = keyring.get_snapshot()
-        if snapshot.enabled and not snapshot.can_verify(clock.now()):
+        now = clock.now()
+        if snapshot.enabled and not snapshot.can_verify(now):
             # SPEC §5: until a key exists, that is the one thing to fix, token or not.
             raise TokenError(
                 "security_not_configured", "no usable signing secret or public key exists yet"
@@ -339,10 +358,18 @@ class ChatSecurityMiddleware:
                 raise TokenError("missing_token")
             anonymous_id = anonymous_id_for(request) if app_settings.ANONYMOUS_IDS else None
             return ChatIdentity.anonymous_visitor(anonymous_id)
-        session = _existing_session(request)
-        result = tokens.verify(token, session_subject=_bound_subject(session))
+        if settings.SESSION_COOKIE_NAME in request.COOKIES:
+            session = _existing_session(request)
+            result, now = tokens.verify_at(token, _bound_subject(session), snapshot, now)
+        else:  # no session to bind (the usual API call): skip the look-ups
+            session = None
+            result, now = tokens.verify_at(token, None, snapshot, now)
         if session is not None and session.get(SUBJECT_SESSION_KEY) != result.user_id:
             session[SUBJECT_SESSION_KEY] = result.user_id
+        try:  # the key's use and the request's outcome, counted together
+            usage.record_signed(result.kid, now)
+        except Exception:  # noqa: BLE001 — advisory counters never fail a request
+            logger.debug("chat usage not recorded", exc_info=True)
         return ChatIdentity.verified(result)
 
     def finish(self, request: HttpRequest, response: HttpResponseBase, protected: bool) -> None:
@@ -357,7 +384,10 @@ class ChatSecurityMiddleware:
             # Only the token's holder may see this: no shared cache (a CDN, Django's
             # cache middleware) may keep it and answer a later request before the check.
             make_private(response)
-            patch_vary_headers(response, ("Authorization",))
+            if _has_header(response, "vary"):
+                patch_vary_headers(response, ("Authorization",))
+            else:
+                response["Vary"] = "Authorization"  # what patch_vary_headers would write
             # Set here, not in check(): FetchFromCacheMiddleware placed after us
             # re-arms the flag on a cache miss.
             request._cache_update_cache = False  # type: ignore[attr-defined]

@@ -8,27 +8,50 @@ token contents.
 
 from __future__ import annotations
 
+import hmac
 import math
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import jwt
-from jwt.algorithms import HMACAlgorithm, RSAAlgorithm
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.hashes import SHA256
 
 from . import clock, keyring, usage
 from .conf import app_settings, register_cache
 from .exceptions import ChatSecurityError, KeyStateError, KeyStoreUnavailable, TokenError
 from .jws import ParsedToken, parse
 from .keyring import KIND_OF_ALGORITHM, KeyEntry, Snapshot
-from .lru import ByteBoundedLRU, json_bytes
+from .lru import ByteBoundedLRU, json_bound, json_bytes
 from .models import KeyKind
 
 SUPPORTED_ALGORITHMS = ("HS256", "RS256")
-_VERIFIERS = {
-    "HS256": HMACAlgorithm(HMACAlgorithm.SHA256),
-    "RS256": RSAAlgorithm(RSAAlgorithm.SHA256),
-}
+
+
+def _hs256(signing_input: bytes, key: bytes, signature: bytes) -> bool:
+    """RFC 7518 §3.2: HMAC SHA-256 of the signing input, compared in constant time."""
+    return hmac.compare_digest(hmac.digest(key, signing_input, "sha256"), signature)
+
+
+_PKCS1V15, _SHA256 = PKCS1v15(), SHA256()
+
+
+def _rs256(signing_input: bytes, key: RSAPublicKey, signature: bytes) -> bool:
+    """RFC 7518 §3.3: RSASSA-PKCS1-v1_5 with SHA-256, checked by ``cryptography``."""
+    try:
+        key.verify(signature, signing_input, _PKCS1V15, _SHA256)
+    except InvalidSignature:
+        return False
+    return True
+
+
+#: The signature check of each algorithm: the one-shot calls of the standard library
+#: and ``cryptography`` (what PyJWT's algorithm objects wrap, minus their layers).
+_VERIFIERS = {"HS256": _hs256, "RS256": _rs256}
 _MAX_USER_ID = 255
 _TIME_CLAIMS = ("exp", "nbf", "iat")
 _MAX_TIME = 10**300  # any NumericDate beyond this is absurd; keeps int + float finite
@@ -47,8 +70,7 @@ class VerifiedToken:
     Read-only: the attributes cannot be reassigned.
     """
 
-    __slots__ = ("user_id", "kid", "key_kind", "key_state", "_header", "_claims", "_private",
-                 "_pending")  # fmt: skip
+    __slots__ = ("_src", "_state", "_copies")
 
     def __init__(
         self,
@@ -61,57 +83,60 @@ class VerifiedToken:
         key_state: str,
         private: Any = None,
     ) -> None:
-        set_ = object.__setattr__
-        set_(self, "user_id", user_id)
-        set_(self, "kid", kid)
-        set_(self, "key_kind", key_kind)
-        set_(self, "key_state", key_state)
-        set_(self, "_header", header)
-        set_(self, "_claims", claims)
-        set_(self, "_private", private)
-        set_(self, "_pending", 0)  # bits of the values still shared with the engine
+        self._src: _Remembered | _Given = _Given(
+            user_id, header, claims, private, _KeyName(kid, key_kind)
+        )
+        self._state = key_state
+        self._copies: dict[str, Any] | None = None
 
     @classmethod
     def _sharing(cls, remembered: _Remembered, key_state: str) -> VerifiedToken:
         """A result over the engine's own values, each copied when first read."""
         result = cls.__new__(cls)
-        set_ = object.__setattr__
-        set_(result, "user_id", remembered.user_id)
-        set_(result, "kid", remembered.key.kid)
-        set_(result, "key_kind", remembered.key.kind)
-        set_(result, "key_state", key_state)
-        set_(result, "_header", remembered.header)
-        set_(result, "_claims", remembered.claims)
-        set_(result, "_private", remembered.private)
-        set_(result, "_pending", _ALL_SHARED if remembered.nested else _DICTS_SHARED)
+        result._src, result._state, result._copies = remembered, key_state, None
         return result
 
-    def _own(self, name: str, bit: int) -> Any:
-        value = getattr(self, name)
-        if self._pending & bit:
-            value = _fresh(value) if self._pending & _NESTED else dict(value)
-            object.__setattr__(self, name, value)
-            object.__setattr__(self, "_pending", self._pending & ~bit)
+    def _own(self, name: str) -> Any:
+        copies = self._copies
+        if copies is None:
+            copies = self._copies = {}
+        elif name in copies:
+            return copies[name]
+        value = getattr(self._src, name)
+        if self._src.nested:
+            value = _fresh(value)
+        elif type(value) is dict:
+            value = dict(value)
+        copies[name] = value
         return value
 
     @property
+    def user_id(self) -> str:
+        return self._src.user_id
+
+    @property
+    def kid(self) -> str:
+        return self._src.key.kid
+
+    @property
+    def key_kind(self) -> str:
+        return self._src.key.kind
+
+    @property
+    def key_state(self) -> str:
+        return self._state
+
+    @property
     def header(self) -> dict[str, Any]:
-        return self._own("_header", _HEADER)
+        return self._own("header")
 
     @property
     def claims(self) -> dict[str, Any]:
-        return self._own("_claims", _CLAIMS)
+        return self._own("claims")
 
     @property
     def private(self) -> Any:
-        if self._pending & _PRIVATE:  # flat private data is a string: nothing to copy
-            return self._own("_private", _PRIVATE)
-        return self._private
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"VerifiedToken is read-only ({name})")
-
-    __delattr__ = __setattr__  # type: ignore[assignment]
+        return self._own("private")
 
     def _fields(self) -> tuple[Any, ...]:
         return (self.user_id, self.header, self.claims, self.kid, self.key_kind,
@@ -132,18 +157,35 @@ class VerifiedToken:
         )
 
 
-# What a result still shares with the engine (VerifiedToken._pending).
-_HEADER, _CLAIMS, _PRIVATE, _NESTED = 1, 2, 4, 8
-_DICTS_SHARED = _HEADER | _CLAIMS
-_ALL_SHARED = _HEADER | _CLAIMS | _PRIVATE | _NESTED
+@dataclass(slots=True)
+class _KeyName:
+    kid: str
+    kind: str
+
+
+@dataclass(slots=True)
+class _Given:
+    """What a VerifiedToken built by hand holds (the engine's are ``_Remembered``)."""
+
+    user_id: str
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    private: Any
+    key: _KeyName
+    nested: bool = True  # unknown: copy all the way down
 
 
 # -- keys -----------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
 def allowed_algorithms() -> frozenset[str]:
+    """``ALLOWED_ALGORITHMS`` that this engine supports; cleared when settings change."""
     configured = app_settings.ALLOWED_ALGORITHMS
     return frozenset(a for a in configured if a in SUPPORTED_ALGORITHMS)
+
+
+register_cache(allowed_algorithms.cache_clear)
 
 
 def check_algorithm(header: dict[str, Any]) -> str:
@@ -194,7 +236,7 @@ def match_signature(parsed: ParsedToken, candidates: list[KeyEntry]) -> KeyEntry
         verifier = _VERIFIERS[parsed.header["alg"]]
         for entry in candidates:
             key = entry.verify_key
-            if key is not None and verifier.verify(parsed.signing_input, key, parsed.signature):
+            if key is not None and verifier(parsed.signing_input, key, parsed.signature):
                 return entry
     if any(e.unreadable for e in candidates):
         # A usable key we cannot read might have signed it: unknown, not invalid.
@@ -217,9 +259,11 @@ def _number(claims: dict[str, Any], name: str) -> float | None:
     return value
 
 
-def check_times(claims: dict[str, Any], now: float) -> None:
-    """Step 6: exp / nbf / iat and the lifetime cap."""
-    exp, nbf, iat = (_number(claims, n) for n in _TIME_CLAIMS)
+def check_times(
+    claims: dict[str, Any], now: float
+) -> tuple[float | None, float | None, float | None]:
+    """Step 6: exp / nbf / iat and the lifetime cap; returns the three numbers."""
+    exp, nbf, iat = _number(claims, "exp"), _number(claims, "nbf"), _number(claims, "iat")
     leeway = app_settings.LEEWAY
     if exp is None:
         if app_settings.REQUIRE_EXP:
@@ -235,6 +279,7 @@ def check_times(claims: dict[str, Any], now: float) -> None:
         limit = app_settings.MAX_TOKEN_LIFETIME
         if (iat is not None and exp - iat > limit) or exp - now > limit + leeway:
             raise TokenError("lifetime_too_long", limit=limit, exp=exp, iat=iat)
+    return exp, nbf, iat
 
 
 def _accepted(expected: Any) -> tuple[Any, ...]:
@@ -292,7 +337,7 @@ def check_revocation(user_id: str, claims: dict[str, Any], snap: Snapshot) -> No
 # -- the whole pipeline ---------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Remembered:
     """A token that verified against ``keyset``: what a hit needs to re-check it.
 
@@ -318,6 +363,8 @@ class _Remembered:
     not_before: float
     limit_plus_leeway: float
     leeway: float
+    #: what the entry is charged in the memory (:func:`_cost`)
+    cost: int = 0
 
     def times_pass(self, now: float) -> bool:
         """Step 6 at ``now``, the same comparisons as :func:`check_times` makes."""
@@ -342,11 +389,21 @@ VERIFIED_MEMORY_BYTES = 32 * 1024 * 1024
 _ENTRY_OVERHEAD = 544
 
 
-def _cost(token: str, value: _Remembered) -> int:
-    """Estimated bytes an entry holds, a little above what it really holds (``json_bytes``)."""
-    size = sys.getsizeof(token) + _ENTRY_OVERHEAD + json_bytes(value.header)
-    size += json_bytes(value.claims)
-    return size if value.private is None else size + json_bytes(value.private)
+def _cost(token: str, parsed: ParsedToken, private: Any) -> int:
+    """Estimated bytes a remembered token holds, a little above what it really holds.
+
+    A header is charged to the token that decoded it; the tokens that share
+    it from ``jws``'s header cache hold only a reference. The claims are
+    bounded from the payload's size when its text allows (``json_bound``,
+    which does not visit every value), else measured value by value
+    (``json_bytes``).
+    """
+    size = sys.getsizeof(token) + _ENTRY_OVERHEAD + parsed.header_bytes
+    if parsed.payload_ascii:
+        size += json_bound(parsed.claims, parsed.payload_size)
+    else:
+        size += json_bytes(parsed.claims)
+    return size if private is None else size + json_bytes(private)
 
 
 #: token -> _Remembered for tokens that verified. The chat widget sends the
@@ -360,12 +417,14 @@ def _cost(token: str, value: _Remembered) -> int:
 #: re-sent every few seconds stays while any number of tokens seen once pass
 #: through. Results get copies of what is kept here (``_fresh``), never the
 #: objects themselves.
-_VERIFIED: ByteBoundedLRU[str, _Remembered] = ByteBoundedLRU(VERIFIED_MEMORY_BYTES, _cost)
+_VERIFIED: ByteBoundedLRU[str, _Remembered] = ByteBoundedLRU(
+    VERIFIED_MEMORY_BYTES, lambda _token, value: value.cost
+)
 
 
 def _remember(token: str, value: _Remembered) -> None:
     _VERIFIED.budget = VERIFIED_MEMORY_BYTES  # read at use, like a setting
-    _VERIFIED.put(token, value, _cost(token, value))
+    _VERIFIED.put(token, value, value.cost)
 
 
 _CONTAINERS = (dict, list)
@@ -399,29 +458,34 @@ def forget_verified() -> None:
 register_cache(forget_verified)
 
 
+def _flat(obj: dict[str, Any]) -> bool:
+    kinds = set(map(type, obj.values()))  # in C
+    return dict not in kinds and list not in kinds
+
+
 def _verify_full(
     token: str | bytes | None, session_subject: str | None
 ) -> tuple[_Remembered, float]:
+    """Steps 1–8 for a token not remembered: the record to remember and the time."""
     parsed = parse(token)
     kind = check_algorithm(parsed.header)
     snap = keyring.get_snapshot()
     now = clock.now()
     entry = match_signature(parsed, candidate_keys(parsed.header, kind, snap, now))
-    user_id = _check_claims(parsed.claims, now, session_subject, snap)
+    claims = parsed.claims
+    exp, nbf, iat = check_times(claims, now)
+    user_id = _check_identity(claims, session_subject, snap)
     private = service_key = None
-    if "user_payload" in parsed.claims:
+    if "user_payload" in claims:
         from .payload import decrypt_with_key
 
-        private, service_key = decrypt_with_key(parsed.claims["user_payload"], snap, now)
-    nested = type(private) in _CONTAINERS or any(
-        type(v) in _CONTAINERS for part in (parsed.header, parsed.claims) for v in part.values()
-    )
-    exp, nbf, iat = (_number(parsed.claims, n) for n in _TIME_CLAIMS)
+        private, service_key = decrypt_with_key(claims["user_payload"], snap, now)
+    nested = type(private) in _CONTAINERS or not (_flat(parsed.header) and _flat(claims))
     leeway, limit = app_settings.LEEWAY, app_settings.MAX_TOKEN_LIFETIME
     remembered = _Remembered(
         snap.keyset,
         parsed.header,
-        parsed.claims,
+        claims,
         entry,
         user_id,
         private,
@@ -433,20 +497,20 @@ def _verify_full(
         limit_plus_leeway=math.inf if exp is None else limit + leeway,
         leeway=leeway,
     )
+    if isinstance(token, str):
+        remembered.cost = _cost(token, parsed, private)
     return remembered, now
 
 
-def _check_claims(
-    claims: dict[str, Any], now: float, session_subject: str | None, snap: Snapshot
-) -> str:
-    """Steps 6–8: everything after the signature except the encrypted payload."""
-    check_times(claims, now)
+def _check_identity(claims: dict[str, Any], session_subject: str | None, snap: Snapshot) -> str:
+    """Steps 6–8 after the times: aud/iss, the user id, the session's subject, revocation."""
     _check_expected(claims, "aud", app_settings.AUDIENCE)
     _check_expected(claims, "iss", app_settings.ISSUER)
     user_id = user_id_of(claims)
     if session_subject is not None and session_subject != user_id:
         raise TokenError("subject_changed", bound=session_subject)
-    check_revocation(user_id, claims, snap)
+    if snap.revoked_users:
+        check_revocation(user_id, claims, snap)
     return user_id
 
 
@@ -463,14 +527,33 @@ def verify(
     key store cannot be read. The result's header, claims and private are
     deep copies: see :class:`VerifiedToken`.
     """
+    result, now = verify_at(token, session_subject)
+    if count_use:
+        usage.record_use(result.kid, now)
+    return result
+
+
+def verify_at(
+    token: str | bytes | None,
+    session_subject: str | None = None,
+    snap: Snapshot | None = None,
+    now: float | None = None,
+) -> tuple[VerifiedToken, float]:
+    """:func:`verify` without counting the use; also returns the time it verified at.
+
+    For callers that count the use themselves (the middleware counts it with
+    the request) and may pass the key snapshot they hold and the time, already.
+    """
     hit = _VERIFIED.get(token) if isinstance(token, str) else None
     if hit is not None:
         # A token verified before against the same keys: its signature, JWE and
         # every rule that depends only on the token and the settings still hold.
         # What depends on the time or the store is checked again: the key (and
         # service key) still usable, step 6, the session's subject, revocation.
-        now = clock.now()
-        snap = keyring.get_snapshot()
+        if now is None:
+            now = clock.now()
+        if snap is None:
+            snap = keyring.get_snapshot()
         if (
             hit.keyset is snap.keyset
             and hit.key.usable(now)
@@ -482,16 +565,12 @@ def verify(
                 raise TokenError("subject_changed", bound=session_subject)
             if snap.revoked_users:
                 check_revocation(hit.user_id, hit.claims, snap)
-        else:
-            forget_verified()
-            hit = None
-    if hit is None:
-        hit, now = _verify_full(token, session_subject)
-        if isinstance(token, str):
-            _remember(token, hit)
-    if count_use:
-        usage.record_use(hit.key.kid, now)
-    return VerifiedToken._sharing(hit, hit.key.usable_state(now))
+            return VerifiedToken._sharing(hit, hit.key.usable_state(now)), now
+        forget_verified()
+    hit, now = _verify_full(token, session_subject)
+    if hit.cost:
+        _remember(token, hit)  # type: ignore[arg-type]  # a str: it has a cost
+    return VerifiedToken._sharing(hit, hit.key.usable_state(now)), now
 
 
 # -- issuing ------------------------------------------------------------------------

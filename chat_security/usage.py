@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import threading
 import time
 from datetime import UTC, datetime
@@ -45,13 +46,15 @@ class _Tally:
     what the last successful flush wrote of them (only flushes replace it).
     """
 
-    __slots__ = ("thread", "counts", "last_use", "hour", "written")
+    __slots__ = ("thread", "counts", "last_use", "hour", "hour_ends", "signed", "written")
 
     def __init__(self) -> None:
         self.thread = threading.current_thread()
         self.counts: dict[str | tuple[int, str], int] = {}
         self.last_use: dict[str, float] = {}
         self.hour = -1
+        self.hour_ends = -math.inf  # when ``hour`` ends (seconds since the epoch)
+        self.signed = (-1, "signed")  # this hour's bucket of verified requests
         self.written: dict[str | tuple[int, str], int] = {}
 
     def new_hour(self, hour: int) -> None:
@@ -67,7 +70,7 @@ class _Tally:
             if type(b) is tuple and b[0] < hour - 1 and written.get(b) == n
         ]:
             del self.counts[bucket]
-        self.hour = hour
+        self.hour, self.hour_ends, self.signed = hour, (hour + 1) * 3600, (hour, "signed")
 
 
 class _State:
@@ -75,6 +78,9 @@ class _State:
     flushing = threading.Lock()
     tallies: list[_Tally] = []
     flushed_at: float = time.monotonic()
+    #: flushed_at + USAGE_FLUSH_SECONDS as last computed: before it, no flush can be due
+    #: (-inf: not computed since the settings changed, so ask flush_due)
+    flush_at: float = -math.inf
     flush_deferred: bool = False
 
 
@@ -93,7 +99,13 @@ def _tally() -> _Tally:
 
 def flush_due(margin: float = 0.0) -> bool:
     """Whether a flush falls due within ``margin`` seconds."""
-    return time.monotonic() - _State.flushed_at >= app_settings.USAGE_FLUSH_SECONDS - margin
+    due = _State.flush_at = _State.flushed_at + app_settings.USAGE_FLUSH_SECONDS
+    return time.monotonic() >= due - margin
+
+
+def _flushed(at: float) -> None:
+    _State.flushed_at = at
+    _State.flush_at = at + app_settings.USAGE_FLUSH_SECONDS
 
 
 def record_use(kid: str, now: float | None = None) -> None:
@@ -102,7 +114,7 @@ def record_use(kid: str, now: float | None = None) -> None:
     counts = tally.counts
     counts[kid] = counts.get(kid, 0) + 1
     tally.last_use[kid] = clock.now() if now is None else now
-    if flush_due():
+    if time.monotonic() >= _State.flush_at and flush_due():
         flush_usage()
 
 
@@ -115,7 +127,27 @@ def record_traffic(outcome: str, now: float | None = None) -> None:
     bucket = (hour, outcome)
     counts = tally.counts
     counts[bucket] = counts.get(bucket, 0) + 1
-    if flush_due():
+    if time.monotonic() >= _State.flush_at and flush_due():
+        flush_usage()
+
+
+def record_signed(kid: str, now: float) -> None:
+    """A protected request verified with key ``kid``: its use and its traffic, at once.
+
+    The middleware's hot path: one thread-local read, four dictionary steps.
+    """
+    try:
+        tally = _local.tally
+    except AttributeError:
+        tally = _tally()
+    counts = tally.counts
+    counts[kid] = counts.get(kid, 0) + 1
+    tally.last_use[kid] = now
+    if now >= tally.hour_ends:
+        tally.new_hour(int(now // 3600))
+    bucket = tally.signed
+    counts[bucket] = counts.get(bucket, 0) + 1
+    if time.monotonic() >= _State.flush_at and flush_due():
         flush_usage()
 
 
@@ -129,7 +161,7 @@ def flush_usage() -> bool:
     if not _State.flushing.acquire(blocking=False):
         return False
     try:
-        _State.flushed_at = time.monotonic()
+        _flushed(time.monotonic())
         with _State.lock:
             tallies = list(_State.tallies)
         copies = [(tally, dict(tally.counts), dict(tally.last_use)) for tally in tallies]
@@ -225,4 +257,5 @@ def reset() -> None:
         for tally in _State.tallies:
             tally.written = dict(tally.counts)
         _State.flushed_at = time.monotonic()
+        _State.flush_at = -math.inf
         _State.flush_deferred = False

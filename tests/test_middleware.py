@@ -484,10 +484,10 @@ async def test_key_store_unavailable_async(monkeypatch):
 def test_unexpected_error_fails_closed_without_logging_the_token(monkeypatch, caplog, token_for):
     token = token_for("u-1")
 
-    def explode(value, **kwargs):
+    def explode(value, *args, **kwargs):
         raise RuntimeError(f"boom {value}")
 
-    monkeypatch.setattr(tokens, "verify", explode)
+    monkeypatch.setattr(tokens, "verify_at", explode)
     with caplog.at_level(logging.DEBUG, logger="chat_security"):
         response = Client().get(WHOAMI, headers=bearer(token))
     assert response.status_code == 503
@@ -539,6 +539,7 @@ def test_warm_verified_request_makes_no_query(token_for, django_assert_num_queri
 def test_traffic_is_counted_in_memory(monkeypatch, secret, token_for, clock):
     seen = []
     monkeypatch.setattr(usage, "record_traffic", seen.append)
+    monkeypatch.setattr(usage, "record_signed", lambda kid, now: seen.append("signed"))
     client = Client()
     client.get(WHOAMI, headers=bearer(token_for("u-1")))
     client.get(WHOAMI)
@@ -682,7 +683,7 @@ async def test_a_query_met_on_the_event_loop_is_retried_in_the_thread(
 
     token = token_for("u-7")
     await _warm(token)
-    real = tokens.verify
+    real = tokens.verify_at
 
     def query_on_the_loop(*args, **kwargs):
         import asyncio
@@ -693,7 +694,7 @@ async def test_a_query_met_on_the_event_loop_is_retried_in_the_thread(
             return real(*args, **kwargs)  # in the thread
         raise SynchronousOnlyOperation("You cannot call this from an async context")
 
-    monkeypatch.setattr(tokens, "verify", query_on_the_loop)
+    monkeypatch.setattr(tokens, "verify_at", query_on_the_loop)
     response = await AsyncClient().get(AWHOAMI, headers=bearer(token))
     assert response.status_code == 200 and response.json()["user_id"] == "u-7"
     assert thread_hop == ["check"]
