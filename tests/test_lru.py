@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from chat_security import lru
-from chat_security.lru import ByteBoundedLRU, json_bytes
+from chat_security.lru import ByteBoundedLRU, json_bound, json_bytes
 
 
 def test_put_and_get():
@@ -170,3 +170,44 @@ def test_json_bytes_counts_every_nested_container():
 def test_json_bytes_of_many_empty_objects_is_not_their_text_length():
     many = [{} for _ in range(10_000)]
     assert json_bytes(many) >= 10_000 * sys.getsizeof({})
+
+
+# -- json_bound: what the verified-token memory charges for ASCII payloads -----------------
+
+
+BOUND_SHAPES = [
+    {"sub": "u", "iat": 1_800_000_000, "exp": 1_800_003_600},
+    {"sub": "user-1", "email": "someone@example.com", "userData": {"plan": "pro", "n": 3}},
+    {"l": list(range(500))},
+    {"l": [{}] * 300, "m": [[]] * 300},
+    {"b": [True, False, None] * 100, "f": [1.5, -2.25e10] * 50},
+    {"big": 10**300, "neg": -(10**40), "s": "x" * 5000},
+    {f"k{i}": i for i in range(2000)},
+    {"deep": [[[[[[{"a": [1, {"b": "c"}]}]]]]]]},
+    {"esc": 'quote " back \\ slash / tab \t nl \n', ":": ": ,{[", "": ""},
+]
+
+
+@pytest.mark.parametrize("value", BOUND_SHAPES)
+def test_json_bound_is_never_below_what_the_objects_hold(value):
+    import json
+
+    text = json.dumps(value, separators=(",", ":"))
+    assert text.isascii() and "\\u" not in text
+    decoded = json.loads(text)
+    bound = json_bound(decoded, len(text))
+    assert bound >= json_bytes(decoded)
+    if value is BOUND_SHAPES[1]:
+        assert bound <= 1.35 * json_bytes(decoded)  # and not far above, for a typical token
+
+
+def test_the_memory_charges_exactly_when_the_text_is_not_plain_ascii(clock):
+    from chat_security import jws
+
+    for claims, plain in (({"name": "Zoë"}, False), ({"name": "Zoe"}, True)):
+        import base64
+        import json
+
+        payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+        header = base64.urlsafe_b64encode(b'{"alg":"HS256"}').rstrip(b"=").decode()
+        assert jws.parse(f"{header}.{payload}.").payload_ascii is plain

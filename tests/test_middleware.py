@@ -9,6 +9,9 @@ from django.core.cache import caches
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 from django.utils.cache import get_cache_key
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from chat_security import keyring, middleware, tokens, usage
 from chat_security.exceptions import ERROR_CODES, KeyStoreUnavailable
@@ -698,3 +701,35 @@ async def test_a_query_met_on_the_event_loop_is_retried_in_the_thread(
     response = await AsyncClient().get(AWHOAMI, headers=bearer(token))
     assert response.status_code == 200 and response.json()["user_id"] == "u-7"
     assert thread_hop == ["check"]
+
+
+@given(st.text(alphabet=" \tBearerbx.,=-_aé\x00", max_size=24))
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_the_usual_bearer_form_reads_as_the_general_rules_read_it(value):
+    """The fast path for "Bearer <token>" answers as the general rules do: a leading
+    space takes the general path, and changes nothing else."""
+    from chat_security.exceptions import TokenError
+
+    def outcome(header):
+        try:
+            return bearer_token(header)
+        except TokenError as exc:
+            return exc.code
+
+    assert outcome(value) == outcome(" " + value)
+    assert outcome("Bearer " + value) == outcome(" Bearer " + value)
+
+
+def test_has_header_reads_the_store_and_falls_back():
+    response = HttpResponse()
+    response["Cache-Control"] = "max-age=60"
+    assert middleware._has_header(response, "cache-control")
+    assert not middleware._has_header(response, "vary")
+
+    class Headers:  # a Django whose header store is not a dict: the public call is used
+        def __contains__(self, name):
+            return name.lower() == "cache-control"
+
+    response.headers = Headers()
+    assert middleware._has_header(response, "cache-control")
+    assert not middleware._has_header(response, "vary")

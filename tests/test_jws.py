@@ -1,0 +1,61 @@
+"""``chat_security.jws``: the strict parser's header cache (issue 12's cold path)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from chat_security import jws
+from chat_security.exceptions import TokenError
+
+
+def b64(value: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+PAYLOAD = b64({"sub": "u"})
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    jws._HEADERS.clear()
+    yield
+    jws._HEADERS.clear()
+
+
+def test_tokens_sharing_a_header_share_its_decoded_form_and_pay_for_it_once():
+    header = b64({"alg": "HS256", "kid": "k1", "typ": "JWT"})
+    first, second = jws.parse(f"{header}.{PAYLOAD}.c2ln"), jws.parse(f"{header}.{PAYLOAD}.c2ln")
+    assert first.header is second.header
+    assert first.header_bytes > 0 and second.header_bytes == 0
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"alg": "HS256", "crit": ["exp"]}, {"kid": "k"}, {"alg": 5}, {"alg": "HS256", "kid": 1}],
+)
+def test_a_refused_header_is_refused_every_time(header):
+    for _ in range(2):
+        with pytest.raises(TokenError) as info:
+            jws.parse(f"{b64(header)}.{PAYLOAD}.c2ln")
+        assert info.value.code == "malformed"
+    assert jws._HEADERS == {}
+
+
+def test_the_header_cache_is_bounded():
+    for i in range(jws._HEADERS_MAX * 3):
+        jws.parse(f"{b64({'alg': 'HS256', 'kid': f'k{i}'})}.{PAYLOAD}.c2ln")
+        assert len(jws._HEADERS) <= jws._HEADERS_MAX
+    long_header = b64({"alg": "HS256", "x": "y" * 600})
+    jws.parse(f"{long_header}.{PAYLOAD}.c2ln")
+    assert long_header not in jws._HEADERS  # long headers are decoded each time, not kept
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["a.b.c.d", "a..c", ".b.c", "a.b", "a.b+.c", "a.b/c.d", "a.b=.c", "ä.b.c", "a b.c.d"],
+)
+def test_the_compact_shape_check_agrees_with_the_documented_pattern(token):
+    assert jws._is_compact(token) == bool(jws.COMPACT_JWS.fullmatch(token))
