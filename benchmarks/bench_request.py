@@ -1,6 +1,6 @@
 """What chat_security's HTTP middleware adds to a whole Django request, in process.
 
-    .venv/bin/python benchmarks/bench_request.py [--n 200] [--rounds 40] [--n-rsa-fresh 50]
+    .venv/bin/python benchmarks/bench_request.py [--n 60] [--rounds 120] [--n-rsa-fresh 20]
 
 Calls ``django.core.handlers.wsgi.WSGIHandler`` directly (no server, no
 socket) with hand-made WSGI environs. Baseline: Django's seven ``startproject``
@@ -201,12 +201,12 @@ def queries(handler: WSGIHandler, environs: list[dict]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=200, help="requests per case per round")
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--n", type=int, default=60, help="requests per case per round")
+    parser.add_argument("--rounds", type=int, default=120)
     parser.add_argument(
         "--n-rsa-fresh",
         type=int,
-        default=50,
+        default=20,
         help="requests per round for the fresh RS256 cases (each needs its own RSA signature)",
     )
     args = parser.parse_args()
