@@ -142,6 +142,10 @@ class VerifiedToken:
         return (self.user_id, self.header, self.claims, self.kid, self.key_kind,
                 self.key_state, self.private)  # fmt: skip
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled and copied as plain values, never with the engine's record (keys inside).
+        return _rebuild, self._fields()
+
     def __eq__(self, other: object) -> bool:
         if type(other) is not VerifiedToken:
             return NotImplemented
@@ -155,6 +159,19 @@ class VerifiedToken:
             f"claims={self.claims!r}, kid={self.kid!r}, key_kind={self.key_kind!r}, "
             f"key_state={self.key_state!r})"
         )
+
+
+def _rebuild(
+    user_id: str,
+    header: dict[str, Any],
+    claims: dict[str, Any],
+    kid: str,
+    key_kind: str,
+    key_state: str,
+    private: Any,
+) -> VerifiedToken:
+    return VerifiedToken(user_id=user_id, header=header, claims=claims, kid=kid,
+                         key_kind=key_kind, key_state=key_state, private=private)  # fmt: skip
 
 
 @dataclass(slots=True)

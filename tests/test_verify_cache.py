@@ -281,3 +281,14 @@ def test_results_copy_only_what_is_read(token):
     assert tokens.verify(token).claims["sub"] == "cache-user"
     with pytest.raises(AttributeError):
         first.claims = {}  # read-only, as the frozen dataclass was
+
+
+def test_results_pickle_and_copy_as_plain_values(token):
+    import copy
+    import pickle
+
+    result = tokens.verify(token)
+    for other in (pickle.loads(pickle.dumps(result)), copy.deepcopy(result), copy.copy(result)):
+        assert other == result and other is not result
+        other.claims["sub"] = "changed"
+        assert result.claims["sub"] == "cache-user"
