@@ -367,6 +367,15 @@ def fresh_snapshot(margin: float = 0.0) -> Snapshot | None:
     return snap
 
 
+def can_verify_in_loop(token_length: int = 0) -> bool:
+    """Whether an async caller may verify a token this long on the event loop now.
+
+    True when no query can happen (:func:`fresh_snapshot` with
+    ``IN_LOOP_MARGIN``) and the token is at most ``IN_LOOP_MAX_TOKEN`` characters.
+    """
+    return token_length <= IN_LOOP_MAX_TOKEN and fresh_snapshot(IN_LOOP_MARGIN) is not None
+
+
 def _drop_snapshot() -> None:
     with _State.lock:
         _State.snapshot = None

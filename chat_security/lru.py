@@ -27,6 +27,18 @@ _ABSENT: Any = object()
 _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
+def _containers(value: Any) -> Iterator[Any]:
+    """Every dict and list in decoded JSON, each once (``value`` first, if it is one)."""
+    stack = [value] if type(value) in _CONTAINERS else []
+    while stack:
+        item = stack.pop()
+        yield item
+        children = item.values() if type(item) is dict else item
+        kinds = set(map(type, children))  # in C: most containers hold no containers
+        if dict in kinds or list in kinds:
+            stack.extend([c for c in children if type(c) in _CONTAINERS])
+
+
 def json_bytes(value: Any) -> int:
     """What decoded JSON holds, in bytes: ``sys.getsizeof`` of every object in it.
 
@@ -35,20 +47,13 @@ def json_bytes(value: Any) -> int:
     million empty lists costs what those lists really take, not its length.
     """
     total = sys.getsizeof(value)
-    stack = [value] if type(value) in _CONTAINERS else []
-    while stack:
-        item = stack.pop()
+    for item in _containers(value):
         if type(item) is dict:
             # Keys are strings: str.__sizeof__ is getsizeof without the lookup.
             total += sum(map(str.__sizeof__, item))
-            children: Any = item.values()
-        else:
-            children = item
-        # A container child is counted here (its own object), its contents when popped.
-        total += sum(map(sys.getsizeof, children))
-        kinds = set(map(type, children))  # in C: most containers hold no containers
-        if dict in kinds or list in kinds:
-            stack.extend([c for c in children if type(c) in _CONTAINERS])
+            item = item.values()
+        # A container child is counted here (its own object), its contents in its turn.
+        total += sum(map(sys.getsizeof, item))
     return total
 
 
@@ -68,21 +73,11 @@ def json_bound(value: Any, text_bytes: int) -> int:
     """
     if type(value) not in _CONTAINERS:
         return sys.getsizeof(value) + text_bytes
-    total, slots = text_bytes, 0
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        total += sys.getsizeof(item)
-        if type(item) is dict:
-            slots += 2 * len(item)
-            children: Any = item.values()
-        else:
-            slots += len(item)
-            children = item
-        kinds = set(map(type, children))
-        if dict in kinds or list in kinds:
-            stack.extend([c for c in children if type(c) in _CONTAINERS])
-    return total + _SCALAR_OVERHEAD * slots
+    total = text_bytes
+    for item in _containers(value):
+        slots = 2 * len(item) if type(item) is dict else len(item)
+        total += sys.getsizeof(item) + _SCALAR_OVERHEAD * slots
+    return total
 
 
 class ByteBoundedLRU(MutableMapping[K, V], Generic[K, V]):

@@ -244,10 +244,16 @@ def _bound_subject(session: Any) -> str | None:
     return subject if isinstance(subject, str) else None
 
 
-def _count(outcome: str) -> None:
-    """Traffic counters are advisory (the admin's readiness figures); never fail a request."""
+def _count(outcome: str, kid: str | None = None, now: float | None = None) -> None:
+    """Count the request (and the use of ``kid``, which verified it, at ``now``).
+
+    The counters are advisory (the admin's readiness figures): never fail a request.
+    """
     try:
-        usage.record_traffic(outcome)
+        if kid is None:
+            usage.record_traffic(outcome)
+        else:
+            usage.record_signed(kid, now)
     except Exception:  # noqa: BLE001
         logger.debug("chat traffic counter not recorded", exc_info=True)
 
@@ -256,10 +262,8 @@ def _needs_no_database(request: HttpRequest) -> bool:
     """Whether checking ``request`` now touches no database: the key store answers
     from memory (no version check or counter flush due), and no session cookie
     came with it (a session is loaded, and maybe bound, from the database)."""
-    return (
-        keyring.fresh_snapshot(keyring.IN_LOOP_MARGIN) is not None
-        and settings.SESSION_COOKIE_NAME not in request.COOKIES
-        and len(request.META.get("HTTP_AUTHORIZATION", "")) <= keyring.IN_LOOP_MAX_TOKEN
+    return settings.SESSION_COOKIE_NAME not in request.COOKIES and keyring.can_verify_in_loop(
+        len(request.META.get("HTTP_AUTHORIZATION", ""))
     )
 
 
@@ -358,18 +362,11 @@ class ChatSecurityMiddleware:
                 raise TokenError("missing_token")
             anonymous_id = anonymous_id_for(request) if app_settings.ANONYMOUS_IDS else None
             return ChatIdentity.anonymous_visitor(anonymous_id)
-        if settings.SESSION_COOKIE_NAME in request.COOKIES:
-            session = _existing_session(request)
-            result, now = tokens.verify_at(token, _bound_subject(session), snapshot, now)
-        else:  # no session to bind (the usual API call): skip the look-ups
-            session = None
-            result, now = tokens.verify_at(token, None, snapshot, now)
+        session = _existing_session(request)
+        result, now = tokens.verify_at(token, _bound_subject(session), snapshot, now)
         if session is not None and session.get(SUBJECT_SESSION_KEY) != result.user_id:
             session[SUBJECT_SESSION_KEY] = result.user_id
-        try:  # the key's use and the request's outcome, counted together
-            usage.record_signed(result.kid, now)
-        except Exception:  # noqa: BLE001 — advisory counters never fail a request
-            logger.debug("chat usage not recorded", exc_info=True)
+        _count("signed", result.kid, now)  # the key's use counted with the request
         return ChatIdentity.verified(result)
 
     def finish(self, request: HttpRequest, response: HttpResponseBase, protected: bool) -> None:

@@ -53,7 +53,6 @@ def _rs256(signing_input: bytes, key: RSAPublicKey, signature: bytes) -> bool:
 #: and ``cryptography`` (what PyJWT's algorithm objects wrap, minus their layers).
 _VERIFIERS = {"HS256": _hs256, "RS256": _rs256}
 _MAX_USER_ID = 255
-_TIME_CLAIMS = ("exp", "nbf", "iat")
 _MAX_TIME = 10**300  # any NumericDate beyond this is absurd; keeps int + float finite
 _MISSING = object()
 
@@ -344,6 +343,8 @@ def user_id_of(claims: dict[str, Any]) -> str:
 
 
 def check_revocation(user_id: str, claims: dict[str, Any], snap: Snapshot) -> None:
+    if not snap.revoked_users:  # the usual case: nobody revoked
+        return
     revoked_at = snap.revoked_users.get(user_id)
     if revoked_at is not None:
         iat = claims.get("iat")
@@ -372,23 +373,24 @@ class _Remembered:
     #: whether header, claims or private hold dicts or lists a result must copy;
     #: most chat tokens are flat, and a flat result then costs two dict() calls
     nested: bool
-    #: step 6's numbers, read and validated once: exp + LEEWAY, exp, the latest
-    #: of nbf and iat, MAX_TOKEN_LIFETIME + LEEWAY, LEEWAY (settings changes
-    #: empty the memory, so they cannot go stale)
-    exp_plus_leeway: float
-    exp: float
+    #: step 6's numbers, read and validated once: ``exp`` (None: the token has
+    #: none) and the latest of ``nbf`` and ``iat`` (-inf: neither)
+    exp: float | None
     not_before: float
-    limit_plus_leeway: float
-    leeway: float
     #: what the entry is charged in the memory (:func:`_cost`)
     cost: int = 0
 
     def times_pass(self, now: float) -> bool:
-        """Step 6 at ``now``, the same comparisons as :func:`check_times` makes."""
-        return (
-            now <= self.exp_plus_leeway
-            and self.not_before <= now + self.leeway
-            and self.exp - now <= self.limit_plus_leeway
+        """Step 6 at ``now``: the comparisons :func:`check_times` makes, on numbers read once.
+
+        LEEWAY and MAX_TOKEN_LIFETIME are read now; a settings change empties
+        the memory anyway.
+        """
+        leeway = app_settings.LEEWAY
+        exp = self.exp
+        return self.not_before <= now + leeway and (
+            exp is None
+            or (now <= exp + leeway and exp - now <= app_settings.MAX_TOKEN_LIFETIME + leeway)
         )
 
 
@@ -498,22 +500,11 @@ def _verify_full(
 
         private, service_key = decrypt_with_key(claims["user_payload"], snap, now)
     nested = type(private) in _CONTAINERS or not (_flat(parsed.header) and _flat(claims))
-    leeway, limit = app_settings.LEEWAY, app_settings.MAX_TOKEN_LIFETIME
+    not_before = max(-math.inf if v is None else v for v in (nbf, iat))
     remembered = _Remembered(
-        snap.keyset,
-        parsed.header,
-        claims,
-        entry,
-        user_id,
-        private,
-        service_key,
-        nested,
-        exp_plus_leeway=math.inf if exp is None else exp + leeway,
-        exp=math.inf if exp is None else exp,
-        not_before=max(-math.inf if v is None else v for v in (nbf, iat)),
-        limit_plus_leeway=math.inf if exp is None else limit + leeway,
-        leeway=leeway,
-    )
+        snap.keyset, parsed.header, claims, entry, user_id, private, service_key, nested,
+        exp, not_before,
+    )  # fmt: skip
     if isinstance(token, str):
         remembered.cost = _cost(token, parsed, private)
     return remembered, now
@@ -524,11 +515,17 @@ def _check_identity(claims: dict[str, Any], session_subject: str | None, snap: S
     _check_expected(claims, "aud", app_settings.AUDIENCE)
     _check_expected(claims, "iss", app_settings.ISSUER)
     user_id = user_id_of(claims)
+    _check_subject_and_revocation(user_id, claims, session_subject, snap)
+    return user_id
+
+
+def _check_subject_and_revocation(
+    user_id: str, claims: dict[str, Any], session_subject: str | None, snap: Snapshot
+) -> None:
+    """Step 8: what the session and the store say now (a remembered token too)."""
     if session_subject is not None and session_subject != user_id:
         raise TokenError("subject_changed", bound=session_subject)
-    if snap.revoked_users:
-        check_revocation(user_id, claims, snap)
-    return user_id
+    check_revocation(user_id, claims, snap)
 
 
 def verify(
@@ -578,10 +575,7 @@ def verify_at(
         ):
             if not hit.times_pass(now):
                 check_times(hit.claims, now)  # raises the precise code
-            if session_subject is not None and session_subject != hit.user_id:
-                raise TokenError("subject_changed", bound=session_subject)
-            if snap.revoked_users:
-                check_revocation(hit.user_id, hit.claims, snap)
+            _check_subject_and_revocation(hit.user_id, hit.claims, session_subject, snap)
             return VerifiedToken._sharing(hit, hit.key.usable_state(now)), now
         forget_verified()
     hit, now = _verify_full(token, session_subject)

@@ -46,15 +46,13 @@ class _Tally:
     what the last successful flush wrote of them (only flushes replace it).
     """
 
-    __slots__ = ("thread", "counts", "last_use", "hour", "hour_ends", "signed", "written")
+    __slots__ = ("thread", "counts", "last_use", "hour", "written")
 
     def __init__(self) -> None:
         self.thread = threading.current_thread()
         self.counts: dict[str | tuple[int, str], int] = {}
         self.last_use: dict[str, float] = {}
         self.hour = -1
-        self.hour_ends = -math.inf  # when ``hour`` ends (seconds since the epoch)
-        self.signed = (-1, "signed")  # this hour's bucket of verified requests
         self.written: dict[str | tuple[int, str], int] = {}
 
     def new_hour(self, hour: int) -> None:
@@ -70,7 +68,7 @@ class _Tally:
             if type(b) is tuple and b[0] < hour - 1 and written.get(b) == n
         ]:
             del self.counts[bucket]
-        self.hour, self.hour_ends, self.signed = hour, (hour + 1) * 3600, (hour, "signed")
+        self.hour = hour
 
 
 class _State:
@@ -110,43 +108,32 @@ def _flushed(at: float) -> None:
 
 def record_use(kid: str, now: float | None = None) -> None:
     """Count a verification by key ``kid`` (at ``now``, default the clock's)."""
-    tally = _tally()
-    counts = tally.counts
-    counts[kid] = counts.get(kid, 0) + 1
-    tally.last_use[kid] = clock.now() if now is None else now
-    if time.monotonic() >= _State.flush_at and flush_due():
-        flush_usage()
+    _record(kid, None, clock.now() if now is None else now)
 
 
 def record_traffic(outcome: str, now: float | None = None) -> None:
     """Count a protected request by outcome: "signed", "unsigned" or an error code."""
-    hour = int((clock.now() if now is None else now) // 3600)
+    _record(None, outcome, clock.now() if now is None else now)
+
+
+def record_signed(kid: str, now: float | None = None) -> None:
+    """A protected request verified with key ``kid``: its use and its traffic, at once."""
+    _record(kid, "signed", clock.now() if now is None else now)
+
+
+def _record(kid: str | None, outcome: str | None, now: float) -> None:
+    """The counting path: this thread's tally only, no lock, a few dictionary steps."""
     tally = _tally()
-    if hour != tally.hour:
-        tally.new_hour(hour)
-    bucket = (hour, outcome)
     counts = tally.counts
-    counts[bucket] = counts.get(bucket, 0) + 1
-    if time.monotonic() >= _State.flush_at and flush_due():
-        flush_usage()
-
-
-def record_signed(kid: str, now: float) -> None:
-    """A protected request verified with key ``kid``: its use and its traffic, at once.
-
-    The middleware's hot path: one thread-local read, four dictionary steps.
-    """
-    try:
-        tally = _local.tally
-    except AttributeError:
-        tally = _tally()
-    counts = tally.counts
-    counts[kid] = counts.get(kid, 0) + 1
-    tally.last_use[kid] = now
-    if now >= tally.hour_ends:
-        tally.new_hour(int(now // 3600))
-    bucket = tally.signed
-    counts[bucket] = counts.get(bucket, 0) + 1
+    if kid is not None:
+        counts[kid] = counts.get(kid, 0) + 1
+        tally.last_use[kid] = now
+    if outcome is not None:
+        hour = int(now // 3600)
+        if hour != tally.hour:
+            tally.new_hour(hour)
+        bucket = (hour, outcome)
+        counts[bucket] = counts.get(bucket, 0) + 1
     if time.monotonic() >= _State.flush_at and flush_due():
         flush_usage()
 

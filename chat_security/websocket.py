@@ -90,8 +90,6 @@ CLOSE_PROTOCOL_ERROR = 4400
 CLOSE_REFUSED = 4401
 CLOSE_UNAVAILABLE = 4503
 
-IN_LOOP_MAX_TOKEN = keyring.IN_LOOP_MAX_TOKEN
-_IN_LOOP_MARGIN = keyring.IN_LOOP_MARGIN
 
 _QUERY_SPLIT = re.compile(r"[&;]")
 _FAILED: Any = object()
@@ -265,7 +263,7 @@ def _bind(session: Any, user_id: str) -> None:
 
 def _store_is_fresh() -> bool:
     """Whether the keyring would answer now from memory: no query due, no counters to flush."""
-    return keyring.fresh_snapshot(_IN_LOOP_MARGIN) is not None
+    return keyring.can_verify_in_loop()
 
 
 def _session_may_query(scope: Scope) -> bool:
@@ -416,7 +414,7 @@ class _Connection:
         whose identification needs no query does not pay for one.
         """
         if (
-            (token is not None and len(token) > IN_LOOP_MAX_TOKEN)
+            (token is not None and len(token) > keyring.IN_LOOP_MAX_TOKEN)
             or _session_may_query(self.scope)
             or not _store_is_fresh()
         ):
