@@ -433,6 +433,30 @@ def test_revoke(clock, secret):
     assert store_state() == before
 
 
+@pytest.mark.parametrize("kid", ["-Kx3q", "--looks-like-an-option", "-v1", "-1"])
+def test_revoke_a_kid_that_starts_with_a_dash(clock, kid):
+    # An RFC 7638 thumbprint is base64url: 1 public key in 64 gets a kid starting with "-".
+    Key.objects.add_public_key(public_pem(rsa_key(1)), kid=kid)
+    assert cli("revoke", kid).json == {"kid": kid, "state": "revoked"}
+    assert Key.objects.get(kid=kid).revoked_at is not None
+    cli("revoke", "--", kid).assert_bad_input("already revoked")
+
+
+def test_identifier_subcommands_still_offer_help(clock):
+    for name in ("revoke", "revoke-user", "delete-contact"):
+        with pytest.raises(SystemExit) as done:
+            call_command("chat_security", name, "--help", stdout=io.StringIO())
+        assert done.value.code == 0
+
+
+def test_user_ids_that_start_with_a_dash(clock, secret):
+    assert cli("revoke-user", "-alice").json["user_id"] == "-alice"
+    assert RevokedUser.objects.filter(user_id="-alice").exists()
+    Contact.objects.create(user_id="-1", email="a@example.com")
+    assert cli("delete-contact", "-1").code == 0
+    assert not Contact.objects.filter(user_id="-1").exists()
+
+
 def test_revoke_user(clock, secret):
     older = tokens.issue("user-1")
     clock.advance(5)
@@ -603,9 +627,18 @@ def test_process_keys_and_status(manage, tmp_path):
     service = manage("generate-service-keypair").json
     assert manage("security", "off").json == {"mode": "off"}
     revoked = manage("revoke", added["kid"])
-    assert revoked.code == 0 and revoked.json["state"] == "revoked"
+    assert revoked.code == 0, revoked.err
+    assert revoked.json["state"] == "revoked"
     user = manage("revoke-user", "user-9")
     assert user.code == 0 and user.json["user_id"] == "user-9"
+    dashed = manage(
+        "add-public-key",
+        "-",
+        stdin=json.dumps(
+            {**RSAKey.import_key(public_pem(rsa_key(2))).as_dict(private=False), "kid": "-dashed"}
+        ),
+    ).json
+    assert manage("revoke", dashed["kid"]).json == {"kid": "-dashed", "state": "revoked"}
 
     status = manage("status")
     assert status.code == 0

@@ -61,6 +61,21 @@ def _read_stdin() -> str | bytes:
 class _Parser(CommandParser):
     """Argument errors as one line on stderr with exit code 2 (no usage dump)."""
 
+    #: Set on subcommands whose only argument is an identifier: a kid (an RFC 7638
+    #: thumbprint is base64url, so 1 in 64 starts with "-") or a user id may begin
+    #: with a dash and must still be taken as the argument, not as an option.
+    identifier_only = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if (
+            self.identifier_only
+            and args
+            and args[0].startswith("-")
+            and args[0] not in ("-h", "--help", "--")
+        ):
+            args = ["--", *args]
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         if self.called_from_command_line:
             sys.stderr.write(f"chat_security: error: {message}\n")
@@ -108,10 +123,13 @@ class Command(BaseCommand):
         p = add("generate-service-keypair", help="Create (or rotate) the service key pair for JWE.")
         self._grace(p)
         p = add("revoke", help="Stop accepting a key now.")
+        p.identifier_only = True
         p.add_argument("kid", help="The key's kid (see status).")
         p = add("revoke-user", help="Refuse every token issued so far for this user id.")
+        p.identifier_only = True
         p.add_argument("user_id", help="The user id (sub).")
         p = add("delete-contact", help="Delete a contact and all data tied to it (GDPR).")
+        p.identifier_only = True
         p.add_argument("user_id", help="The contact's user id (sub).")
         add("status", help="Mode and keys as JSON (never a secret).")
         add(
