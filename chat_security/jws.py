@@ -12,12 +12,14 @@ import binascii
 import json
 import math
 import re
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from .conf import app_settings
 from .exceptions import TokenError
-from .lru import json_bytes
+from .lru import SCALAR_OVERHEAD, json_bound, json_bytes
 
 #: The shape of a compact JWS (the admin's tester uses it for a hint, never a verdict).
 COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
@@ -54,10 +56,33 @@ def _b64decode(segment: str) -> bytes:
     return binascii.a2b_base64(data, strict_mode=True)
 
 
+class _Tally(threading.local):
+    """The objects this thread decoded since :func:`_tally`: [commas between members, bytes]."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0]
+
+
+_TALLY = _Tally()
+
+
+def _tally() -> list[int]:
+    counts = _TALLY.counts = [0, 0]
+    return counts
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         raise TokenError("malformed", "duplicate member names in JSON")
+    # Measured here, where each object passes anyway, so that the verified-token
+    # memory need not walk the claims again (lru.json_bound).
+    if pairs:
+        counts = _TALLY.counts
+        counts[0] += len(pairs) - 1
+        counts[1] += sys.getsizeof(obj) + 2 * SCALAR_OVERHEAD * len(pairs)
+    else:
+        _TALLY.counts[1] += sys.getsizeof(obj)
     return obj
 
 
@@ -105,17 +130,24 @@ def _json_object(raw: bytes, part: str) -> dict[str, Any]:
     return value
 
 
+def _payload(raw: bytes) -> tuple[dict[str, Any], int]:
+    """The claims, and a bound of what they hold in memory (0 when the text allows none)."""
+    counts = _tally()
+    claims = _json_object(raw, "payload")
+    if not raw.isascii() or b"\\u" in raw:
+        return claims, 0
+    return claims, json_bound(raw, counts[0], counts[1])
+
+
 @dataclass(slots=True)
 class ParsedToken:
     header: dict[str, Any]
     claims: dict[str, Any]
     signing_input: bytes
     signature: bytes
-    #: bytes of the payload's JSON text, and whether that text is ASCII without
-    #: ``\u`` escapes (then every decoded string is one byte per character):
-    #: what the verified-token memory needs to bound its cost (``lru.json_bound``)
-    payload_size: int = 0
-    payload_ascii: bool = False
+    #: an upper bound of what the decoded claims hold (``lru.json_bound``), known
+    #: when the payload's text is ASCII without ``\u`` escapes; 0: measure them
+    claims_bytes: int = 0
     #: what the decoded header holds (``lru.json_bytes``) if this token decoded it;
     #: 0 for a header shared from the cache (charged to the token that decoded it)
     header_bytes: int = 0
@@ -172,7 +204,7 @@ def parse(token: str | bytes | None) -> ParsedToken:
     try:
         header, header_bytes = _header(h64)
         raw = _b64decode(p64)
-        claims = _json_object(raw, "payload")
+        claims, claims_bytes = _payload(raw)
         signature = _b64decode(s64) if s64 else b""
     except (binascii.Error, ValueError) as exc:
         if isinstance(exc, TokenError):
@@ -183,7 +215,6 @@ def parse(token: str | bytes | None) -> ParsedToken:
         claims,
         token[: len(h64) + 1 + len(p64)].encode("ascii"),
         signature,
-        len(raw),
-        raw.isascii() and b"\\u" not in raw,
+        claims_bytes,
         header_bytes,
     )

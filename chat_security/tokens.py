@@ -26,7 +26,7 @@ from .conf import app_settings, register_cache
 from .exceptions import ChatSecurityError, KeyStateError, KeyStoreUnavailable, TokenError
 from .jws import ParsedToken, parse
 from .keyring import KIND_OF_ALGORITHM, KeyEntry, Snapshot
-from .lru import ByteBoundedLRU, json_bound, json_bytes
+from .lru import ByteBoundedLRU, json_bytes
 from .models import KeyKind
 
 SUPPORTED_ALGORITHMS = ("HS256", "RS256")
@@ -413,15 +413,12 @@ def _cost(token: str, parsed: ParsedToken, private: Any) -> int:
 
     A header is charged to the token that decoded it; the tokens that share
     it from ``jws``'s header cache hold only a reference. The claims are
-    bounded from the payload's size when its text allows (``json_bound``,
-    which does not visit every value), else measured value by value
+    charged the bound the parser worked out while decoding them when their
+    text allows one (``lru.json_bound``), else measured value by value
     (``json_bytes``).
     """
     size = sys.getsizeof(token) + _ENTRY_OVERHEAD + parsed.header_bytes
-    if parsed.payload_ascii:
-        size += json_bound(parsed.claims, parsed.payload_size)
-    else:
-        size += json_bytes(parsed.claims)
+    size += parsed.claims_bytes or json_bytes(parsed.claims)
     return size if private is None else size + json_bytes(private)
 
 

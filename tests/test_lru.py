@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from chat_security import lru
-from chat_security.lru import ByteBoundedLRU, json_bound, json_bytes
+from chat_security.lru import ByteBoundedLRU, json_bytes
 
 
 def test_put_and_get():
@@ -189,16 +189,66 @@ BOUND_SHAPES = [
 
 
 @pytest.mark.parametrize("value", BOUND_SHAPES)
-def test_json_bound_is_never_below_what_the_objects_hold(value):
+@pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")])
+def test_json_bound_is_never_below_what_the_objects_hold(value, separators):
     import json
 
-    text = json.dumps(value, separators=(",", ":"))
-    assert text.isascii() and "\\u" not in text
-    decoded = json.loads(text)
-    bound = json_bound(decoded, len(text))
+    from chat_security import jws
+
+    text = json.dumps(value, separators=separators).encode()
+    assert text.isascii() and b"\\u" not in text
+    decoded, bound = jws._payload(text)
+    assert decoded == value
     assert bound >= json_bytes(decoded)
     if value is BOUND_SHAPES[1]:
         assert bound <= 1.35 * json_bytes(decoded)  # and not far above, for a typical token
+
+
+def test_json_bound_counts_only_this_payloads_objects():
+    from chat_security import jws
+
+    small = b'{"sub":"u"}'
+    first = jws._payload(small)[1]
+    jws._payload(b'{"a":{"b":{"c":{}}},"l":[{"x":1},{"y":2}]}')
+    assert jws._payload(small)[1] == first
+
+
+def test_json_bound_is_per_thread(monkeypatch):
+    """Another thread decoding at the same moment does not change this one's bound."""
+    import threading
+
+    from chat_security import jws
+
+    text = b'{"sub":"u","l":[1,2,3],"d":{"k":"v"}}'
+    alone = jws._payload(text)[1]
+    inside, other = threading.Event(), threading.Event()
+    real = jws._no_duplicates
+
+    def slow(pairs):
+        obj = real(pairs)
+        if threading.current_thread() is threading.main_thread() and not inside.is_set():
+            inside.set()
+            assert other.wait(10)  # the other thread decodes while this one is mid-way
+        return obj
+
+    monkeypatch.setattr(jws, "_no_duplicates", slow)
+    monkeypatch.setattr(
+        jws, "_DECODER", jws.json.JSONDecoder(
+            object_pairs_hook=slow, parse_constant=jws._no_constants,
+            parse_float=jws._finite_float,
+        ),
+    )  # fmt: skip
+
+    def decode_other() -> None:
+        assert inside.wait(10)
+        jws._payload(b'{"many":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7}}')
+        other.set()
+
+    worker = threading.Thread(target=decode_other)
+    worker.start()
+    assert jws._payload(text)[1] == alone
+    worker.join(10)
+    assert other.is_set()
 
 
 def test_the_memory_charges_exactly_when_the_text_is_not_plain_ascii(clock):
@@ -210,4 +260,5 @@ def test_the_memory_charges_exactly_when_the_text_is_not_plain_ascii(clock):
 
         payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
         header = base64.urlsafe_b64encode(b'{"alg":"HS256"}').rstrip(b"=").decode()
-        assert jws.parse(f"{header}.{payload}.").payload_ascii is plain
+        parsed = jws.parse(f"{header}.{payload}.")
+        assert (parsed.claims_bytes > 0) is plain
