@@ -83,6 +83,9 @@ def test_the_wheel_carries_migrations_templates_static_and_types(built):
         "chat_security/management/commands/chat_security.py",
     ):
         assert needed in names, needed
+    # Every module of the checkout, subpackages (admin/, websocket/) included.
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "chat_security").rglob("*.py")}
+    assert modules <= names, sorted(modules - names)
     assert not any(n.startswith(("tests/", "demo_site/", "benchmarks/")) for n in names)
     with tarfile.open(built["sdist"]) as archive:
         sdist = {n.split("/", 1)[1] for n in archive.getnames() if "/" in n}

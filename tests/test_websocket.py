@@ -663,13 +663,13 @@ async def test_watcher_stops_when_no_connection_remains(secret, token_for):
         comm = await open_socket(guarded(), token_for("u-1"))
         await expect_identified(comm, "u-1")
         loop = asyncio.get_running_loop()
-        assert loop in websocket._Watcher.running
+        assert loop in websocket.watcher.Watcher.running
         await finish(comm)
         for _ in range(20):
-            if loop not in websocket._Watcher.running:
+            if loop not in websocket.watcher.Watcher.running:
                 break
             await asyncio.sleep(0.05)
-    assert loop not in websocket._Watcher.running
+    assert loop not in websocket.watcher.Watcher.running
 
 
 # -- where the engine runs -------------------------------------------------------------
@@ -678,13 +678,13 @@ async def test_watcher_stops_when_no_connection_remains(secret, token_for):
 def _thread_calls(monkeypatch) -> list[str]:
     """Names of the functions the middleware sends to the database thread."""
     calls: list[str] = []
-    real = websocket.database_sync_to_async
+    real = websocket.connection.database_sync_to_async
 
     def spy(fn):
         calls.append(getattr(fn, "__name__", repr(fn)))
         return real(fn)
 
-    monkeypatch.setattr(websocket, "database_sync_to_async", spy)
+    monkeypatch.setattr(websocket.connection, "database_sync_to_async", spy)
     return calls
 
 
@@ -711,7 +711,7 @@ async def test_identification_uses_the_thread_when_a_query_is_due(secret, token_
 async def test_in_loop_check_falls_back_to_the_thread(secret, token_for, monkeypatch):
     """Should a deadline pass after all, Django refuses the query in the loop: redo it."""
     keyring.reset()
-    monkeypatch.setattr(websocket, "_store_is_fresh", lambda: True)
+    monkeypatch.setattr(websocket.connection, "_store_is_fresh", lambda: True)
     calls = _thread_calls(monkeypatch)
     comm = await open_socket(guarded(), token_for("u-1"))
     await expect_identified(comm, "u-1")
@@ -816,7 +816,7 @@ settings.configure(
 django.setup()
 import chat_security
 for info in pkgutil.walk_packages(chat_security.__path__, "chat_security."):
-    if info.name != "chat_security.websocket" and ".migrations." not in info.name:
+    if not info.name.startswith("chat_security.websocket") and ".migrations." not in info.name:
         importlib.import_module(info.name)
 assert "chat_security.websocket" not in sys.modules
 print("ok")
