@@ -9,12 +9,13 @@ is consulted here; ``tokens`` does the rest.
 from __future__ import annotations
 
 import binascii
-import json
 import math
 import re
 import sys
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from json.decoder import WHITESPACE as _WHITESPACE
+from json.scanner import make_scanner
 from typing import Any
 
 from .conf import app_settings
@@ -24,6 +25,7 @@ from .lru import SCALAR_OVERHEAD, json_bound, json_bytes
 #: The shape of a compact JWS (the admin's tester uses it for a hint, never a verdict).
 COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _MAX_DEPTH = 32
+_JSON_SPACE = " \t\n\r"
 _COMPACT_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 
 
@@ -56,36 +58,6 @@ def _b64decode(segment: str) -> bytes:
     return binascii.a2b_base64(data, strict_mode=True)
 
 
-class _Tally(threading.local):
-    """The objects this thread decoded since :func:`_tally`: [commas between members, bytes]."""
-
-    def __init__(self) -> None:
-        self.counts = [0, 0]
-
-
-_TALLY = _Tally()
-
-
-def _tally() -> list[int]:
-    counts = _TALLY.counts = [0, 0]
-    return counts
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise TokenError("malformed", "duplicate member names in JSON")
-    # Measured here, where each object passes anyway, so that the verified-token
-    # memory need not walk the claims again (lru.json_bound).
-    if pairs:
-        counts = _TALLY.counts
-        counts[0] += len(pairs) - 1
-        counts[1] += sys.getsizeof(obj) + 2 * SCALAR_OVERHEAD * len(pairs)
-    else:
-        _TALLY.counts[1] += sys.getsizeof(obj)
-    return obj
-
-
 def _no_constants(name: str) -> Any:
     raise TokenError("malformed", f"{name} is not valid JSON")
 
@@ -110,15 +82,64 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_finite_float
-)
+class _Context:
+    """What ``json``'s scanner reads its options from: standard JSON, strictly."""
+
+    __slots__ = (
+        "strict", "object_hook", "object_pairs_hook", "parse_float", "parse_int",
+        "parse_constant", "memo",
+    )  # fmt: skip
+
+    def __init__(self, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any]) -> None:
+        self.strict = True  # no control characters inside strings
+        self.object_hook = None
+        self.object_pairs_hook = object_pairs_hook
+        self.parse_float = _finite_float
+        self.parse_int = int
+        self.parse_constant = _no_constants
+        self.memo: dict[str, str] = {}
 
 
-def _json_object(raw: bytes, part: str) -> dict[str, Any]:
+def _decode(text: str, objects: list[dict[str, Any]]) -> Any:
+    """``json.loads(text)`` under standard JSON, no duplicate names; every object into ``objects``.
+
+    A scanner per call, so that ``objects`` holds this text's objects alone, on
+    any thread. The duplicate-name check sees every object anyway; recording
+    them there lets the verified-token memory bound what the claims hold
+    without walking them again (``lru.json_bound``).
+    """
+    append = objects.append
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            raise TokenError("malformed", "duplicate member names in JSON")
+        append(obj)
+        return obj
+
+    start = _WHITESPACE.match(text).end() if text[:1] in _JSON_SPACE else 0  # type: ignore[union-attr]
+    try:
+        value, end = make_scanner(_Context(no_duplicates))(text, start)
+    except StopIteration as exc:  # no value where one must start
+        raise ValueError("expecting a JSON value") from exc
+    if end != len(text) and _WHITESPACE.match(text, end).end() != len(text):  # type: ignore[union-attr]
+        raise ValueError("extra data after the JSON value")
+    return value
+
+
+def _objects_held(objects: list[dict[str, Any]]) -> tuple[int, int]:
+    """The commas between the objects' members, and what the objects hold (``json_bound``)."""
+    members = sum(map(len, objects))
+    commas = members - len(objects) + objects.count({})  # n - 1 per non-empty object
+    return commas, sum(map(sys.getsizeof, objects)) + 2 * SCALAR_OVERHEAD * members
+
+
+def _json_object(
+    raw: bytes, part: str, objects: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
-        value = _DECODER.decode(text)
+        value = _decode(text, [] if objects is None else objects)
     except TokenError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -132,11 +153,11 @@ def _json_object(raw: bytes, part: str) -> dict[str, Any]:
 
 def _payload(raw: bytes) -> tuple[dict[str, Any], int]:
     """The claims, and a bound of what they hold in memory (0 when the text allows none)."""
-    counts = _tally()
-    claims = _json_object(raw, "payload")
+    objects: list[dict[str, Any]] = []
+    claims = _json_object(raw, "payload", objects)
     if not raw.isascii() or b"\\u" in raw:
         return claims, 0
-    return claims, json_bound(raw, counts[0], counts[1])
+    return claims, json_bound(raw, *_objects_held(objects))
 
 
 @dataclass(slots=True)

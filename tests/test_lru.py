@@ -222,22 +222,19 @@ def test_json_bound_is_per_thread(monkeypatch):
     text = b'{"sub":"u","l":[1,2,3],"d":{"k":"v"}}'
     alone = jws._payload(text)[1]
     inside, other = threading.Event(), threading.Event()
-    real = jws._no_duplicates
+    real = jws._Context.__init__
 
-    def slow(pairs):
-        obj = real(pairs)
-        if threading.current_thread() is threading.main_thread() and not inside.is_set():
-            inside.set()
-            assert other.wait(10)  # the other thread decodes while this one is mid-way
-        return obj
+    def slowed(self, hook):
+        def slow(pairs):
+            obj = hook(pairs)
+            if threading.current_thread() is threading.main_thread() and not inside.is_set():
+                inside.set()
+                assert other.wait(10)  # the other thread decodes while this one is mid-way
+            return obj
 
-    monkeypatch.setattr(jws, "_no_duplicates", slow)
-    monkeypatch.setattr(
-        jws, "_DECODER", jws.json.JSONDecoder(
-            object_pairs_hook=slow, parse_constant=jws._no_constants,
-            parse_float=jws._finite_float,
-        ),
-    )  # fmt: skip
+        real(self, slow)
+
+    monkeypatch.setattr(jws._Context, "__init__", slowed)
 
     def decode_other() -> None:
         assert inside.wait(10)
