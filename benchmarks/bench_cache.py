@@ -12,7 +12,7 @@ The same request stream is measured, in the same run, against:
 
 * the old policy, simulated here: first-in-first-out, 1,024 entries;
 * the new one: the engine itself (``tokens.verify`` with its default byte
-  budget), a hit being a token found in ``tokens._VERIFIED`` before the call;
+  budget), a hit being a token found in ``verified.MEMORY`` before the call;
 * the ideal: each token misses once, when first seen (no memory bound).
 
 Requests in the first ``--warmup`` virtual seconds fill the memories and are
@@ -40,7 +40,7 @@ django.setup()
 import jwt  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from chat_security import clock, tokens  # noqa: E402
+from chat_security import clock, tokens, verified  # noqa: E402
 from chat_security.models import Key  # noqa: E402
 
 RENEW_AT = 0.75
@@ -108,7 +108,7 @@ def run(users: int, minutes: float, ttl: int, warmup: float, seed: int) -> None:
             held[user] = site.token(user, at)
             renewals += at >= count_from
         token = held[user]
-        was_remembered = token in tokens._VERIFIED
+        was_remembered = token in verified.MEMORY
         fifo_hit = fifo.hit(token)
         ideal_hit = token in seen
         seen.add(token)
@@ -121,7 +121,7 @@ def run(users: int, minutes: float, ttl: int, warmup: float, seed: int) -> None:
         heapq.heappush(queue, (at + rng.uniform(*GAP), user))
     elapsed = time.perf_counter() - began
 
-    memory = tokens._VERIFIED
+    memory = verified.MEMORY
     print(
         f"{users:,} live users, each re-sending its token every {GAP[0]:g}–{GAP[1]:g} s "
         f"in a random interleaving; tokens of {ttl} s renewed at {RENEW_AT:.0%} "
@@ -134,7 +134,7 @@ def run(users: int, minutes: float, ttl: int, warmup: float, seed: int) -> None:
     rows = [
         ("old: FIFO, 1,024 entries (simulated)", fifo_hits, f"{len(fifo.entries):,} entries"),
         (
-            f"new: LRU, {tokens.VERIFIED_MEMORY_BYTES / 2**20:g} MiB budget (the engine)",
+            f"new: LRU, {verified.VERIFIED_MEMORY_BYTES / 2**20:g} MiB budget (the engine)",
             engine_hits,
             f"{len(memory):,} entries, {memory.bytes / 2**20:.1f} MiB",
         ),

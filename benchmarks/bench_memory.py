@@ -41,7 +41,7 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 
-from chat_security import clock, tokens, usage  # noqa: E402
+from chat_security import clock, tokens, usage, verified  # noqa: E402
 from chat_security.models import Key  # noqa: E402
 
 TARGET_MB = 50
@@ -85,7 +85,7 @@ class Signer:
 
 def report(done: int, base: int, began: float) -> int:
     growth = rss_bytes() - base
-    memory = tokens._VERIFIED
+    memory = verified.MEMORY
     print(
         f"{done:>10,} tokens  {time.perf_counter() - began:7.1f} s  "
         f"RSS +{growth / 1e6:6.1f} MB  memory: {len(memory):,} entries, "
@@ -113,7 +113,7 @@ def main() -> None:
     base = rss_bytes()
     print(
         f"baseline RSS {base / 1e6:.1f} MB; memory budget "
-        f"{tokens.VERIFIED_MEMORY_BYTES / 2**20:g} MiB"
+        f"{verified.VERIFIED_MEMORY_BYTES / 2**20:g} MiB"
     )
     began = time.perf_counter()
     step = max(count // 10, 1)

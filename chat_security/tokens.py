@@ -1,17 +1,16 @@
 """The engine: verify and issue tokens. Every entry point calls this module.
 
 Verification follows SPEC §3 in order. The compact form is parsed once,
-strictly, by ``jws.parse`` (steps 1–2); PyJWT's algorithm objects then check
-the signature with keys the keyring parsed once. Nothing in this module logs
-token contents.
+strictly, by ``jws.parse`` (steps 1–2); the signature is checked with the
+keys the keyring parsed once, by ``hmac`` and ``cryptography`` directly.
+What a verification leaves behind (the result, the memory of verified
+tokens) is ``verified``. Nothing in this module logs token contents.
 """
 
 from __future__ import annotations
 
 import hmac
 import math
-import sys
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -26,8 +25,17 @@ from .conf import app_settings, register_cache
 from .exceptions import ChatSecurityError, KeyStateError, KeyStoreUnavailable, TokenError
 from .jws import ParsedToken, parse
 from .keyring import KIND_OF_ALGORITHM, KeyEntry, Snapshot
-from .lru import ByteBoundedLRU, json_bytes
 from .models import KeyKind
+from .verified import (
+    CONTAINERS,
+    MEMORY,
+    Remembered,
+    VerifiedToken,
+    cost_of,
+    forget_verified,
+    is_flat,
+    remember,
+)
 
 SUPPORTED_ALGORITHMS = ("HS256", "RS256")
 
@@ -55,140 +63,6 @@ _VERIFIERS = {"HS256": _hs256, "RS256": _rs256}
 _MAX_USER_ID = 255
 _MAX_TIME = 10**300  # any NumericDate beyond this is absurd; keeps int + float finite
 _MISSING = object()
-
-
-class VerifiedToken:
-    """A token that passed every check.
-
-    ``header``, ``claims`` and ``private`` are this result's own deep copies,
-    plain JSON types (dict, list, str, numbers, bool, None) all the way down:
-    changing any of them, nested values such as ``userData`` included, never
-    changes what a later :func:`verify` of the same token returns, and
-    ``json.dumps`` takes them as they are. The engine makes each copy when it
-    is first read, so a caller that only wants ``user_id`` pays for none.
-    Read-only: the attributes cannot be reassigned.
-    """
-
-    __slots__ = ("_src", "_state", "_copies")
-
-    def __init__(
-        self,
-        *,
-        user_id: str,
-        header: dict[str, Any],
-        claims: dict[str, Any],
-        kid: str,
-        key_kind: str,
-        key_state: str,
-        private: Any = None,
-    ) -> None:
-        self._src: _Remembered | _Given = _Given(
-            user_id, header, claims, private, _KeyName(kid, key_kind)
-        )
-        self._state = key_state
-        self._copies: dict[str, Any] | None = None
-
-    @classmethod
-    def _sharing(cls, remembered: _Remembered, key_state: str) -> VerifiedToken:
-        """A result over the engine's own values, each copied when first read."""
-        result = cls.__new__(cls)
-        result._src, result._state, result._copies = remembered, key_state, None
-        return result
-
-    def _own(self, name: str) -> Any:
-        copies = self._copies
-        if copies is None:
-            copies = self._copies = {}
-        elif name in copies:
-            return copies[name]
-        value = getattr(self._src, name)
-        if self._src.nested:
-            value = _fresh(value)
-        elif type(value) is dict:
-            value = dict(value)
-        copies[name] = value
-        return value
-
-    @property
-    def user_id(self) -> str:
-        return self._src.user_id
-
-    @property
-    def kid(self) -> str:
-        return self._src.key.kid
-
-    @property
-    def key_kind(self) -> str:
-        return self._src.key.kind
-
-    @property
-    def key_state(self) -> str:
-        return self._state
-
-    @property
-    def header(self) -> dict[str, Any]:
-        return self._own("header")
-
-    @property
-    def claims(self) -> dict[str, Any]:
-        return self._own("claims")
-
-    @property
-    def private(self) -> Any:
-        return self._own("private")
-
-    def _fields(self) -> tuple[Any, ...]:
-        return (self.user_id, self.header, self.claims, self.kid, self.key_kind,
-                self.key_state, self.private)  # fmt: skip
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled and copied as plain values, never with the engine's record (keys inside).
-        return _rebuild, self._fields()
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not VerifiedToken:
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return (
-            f"VerifiedToken(user_id={self.user_id!r}, header={self.header!r}, "
-            f"claims={self.claims!r}, kid={self.kid!r}, key_kind={self.key_kind!r}, "
-            f"key_state={self.key_state!r})"
-        )
-
-
-def _rebuild(
-    user_id: str,
-    header: dict[str, Any],
-    claims: dict[str, Any],
-    kid: str,
-    key_kind: str,
-    key_state: str,
-    private: Any,
-) -> VerifiedToken:
-    return VerifiedToken(user_id=user_id, header=header, claims=claims, kid=kid,
-                         key_kind=key_kind, key_state=key_state, private=private)  # fmt: skip
-
-
-@dataclass(slots=True)
-class _KeyName:
-    kid: str
-    kind: str
-
-
-@dataclass(slots=True)
-class _Given:
-    """What a VerifiedToken built by hand holds (the engine's are ``_Remembered``)."""
-
-    user_id: str
-    header: dict[str, Any]
-    claims: dict[str, Any]
-    private: Any
-    key: _KeyName
-    nested: bool = True  # unknown: copy all the way down
 
 
 # -- keys -----------------------------------------------------------------------
@@ -352,136 +226,9 @@ def check_revocation(user_id: str, claims: dict[str, Any], snap: Snapshot) -> No
             raise TokenError("token_revoked", revoked_at=revoked_at)
 
 
-# -- the whole pipeline ---------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Remembered:
-    """A token that verified against ``keyset``: what a hit needs to re-check it.
-
-    Not the parsed token itself: its signing input and signature (another
-    copy of the token's bytes) serve no purpose once the signature matched.
-    """
-
-    keyset: object  # Snapshot.keyset when it verified
-    header: dict[str, Any]
-    claims: dict[str, Any]
-    key: KeyEntry
-    user_id: str
-    private: Any
-    service_key: KeyEntry | None  # the key that decrypted user_payload, if any
-    #: whether header, claims or private hold dicts or lists a result must copy;
-    #: most chat tokens are flat, and a flat result then costs two dict() calls
-    nested: bool
-    #: step 6's numbers, read and validated once: ``exp`` (None: the token has
-    #: none) and the latest of ``nbf`` and ``iat`` (-inf: neither)
-    exp: float | None
-    not_before: float
-    #: what the entry is charged in the memory (:func:`_cost`)
-    cost: int = 0
-
-    def times_pass(self, now: float) -> bool:
-        """Step 6 at ``now``: the comparisons :func:`check_times` makes, on numbers read once.
-
-        LEEWAY and MAX_TOKEN_LIFETIME are read now; a settings change empties
-        the memory anyway.
-        """
-        leeway = app_settings.LEEWAY
-        exp = self.exp
-        return self.not_before <= now + leeway and (
-            exp is None
-            or (now <= exp + leeway and exp - now <= app_settings.MAX_TOKEN_LIFETIME + leeway)
-        )
-
-
-#: Bytes (estimated) the verified-token memory may hold per process. A
-#: typical chat token (~300 characters, a few claims) costs about 2.4 KiB, so
-#: this keeps ~13,000 live tokens: every user of a site with 10,000 people
-#: chatting at once, renewals included, with every worker seeing every user.
-#: A 1 MiB token (MAX_TOKEN_BYTES at its ceiling) of ordinary claims costs
-#: ~1.7 MiB; one made of many tiny JSON values up to ~15 MiB, all counted.
-VERIFIED_MEMORY_BYTES = 32 * 1024 * 1024
-#: What one entry costs besides the token and its decoded JSON: the ordered
-#: dict's slot and link, the record above with its step-6 numbers, the size
-#: kept beside it (~500 bytes measured; tests/test_verify_cache.py checks the
-#: total with tracemalloc).
-_ENTRY_OVERHEAD = 544
-
-
-def _cost(token: str, parsed: ParsedToken, private: Any) -> int:
-    """Estimated bytes a remembered token holds, a little above what it really holds.
-
-    A header is charged to the token that decoded it; the tokens that share
-    it from ``jws``'s header cache hold only a reference. The claims are
-    charged the bound the parser worked out while decoding them when their
-    text allows one (``lru.json_bound``), else measured value by value
-    (``json_bytes``).
-    """
-    size = sys.getsizeof(token) + _ENTRY_OVERHEAD + parsed.header_bytes
-    size += parsed.claims_bytes or json_bytes(parsed.claims)
-    return size if private is None else size + json_bytes(private)
-
-
-#: token -> _Remembered for tokens that verified. The chat widget sends the
-#: same token with every message; a hit skips parsing, the signature and JWE
-#: decryption (their outcome cannot change while the snapshot's key set is
-#: the same object) but re-runs every check that depends on the time or on
-#: the current snapshot: times, user revocations, the session's subject, and
-#: whether the signing key and the service key that decrypted user_payload
-#: are still usable. Per process, successes only, bounded in bytes
-#: (``VERIFIED_MEMORY_BYTES``), least recently used out first: a token
-#: re-sent every few seconds stays while any number of tokens seen once pass
-#: through. Results get copies of what is kept here (``_fresh``), never the
-#: objects themselves.
-_VERIFIED: ByteBoundedLRU[str, _Remembered] = ByteBoundedLRU(
-    VERIFIED_MEMORY_BYTES, lambda _token, value: value.cost
-)
-
-
-def _remember(token: str, value: _Remembered) -> None:
-    _VERIFIED.budget = VERIFIED_MEMORY_BYTES  # read at use, like a setting
-    _VERIFIED.put(token, value, value.cost)
-
-
-_CONTAINERS = (dict, list)
-
-
-def _fresh(value: Any) -> Any:
-    """A deep copy of decoded JSON: new dicts and lists, the immutable scalars shared.
-
-    Several times cheaper than ``copy.deepcopy`` (no memo, no dispatch), and a
-    flat object costs little more than ``dict()``. Read-only views would cost
-    nothing per hit, but ``json.dumps`` refuses them and the identity rules
-    expect dicts and lists, so callers would have to know about them.
-    """
-    if type(value) is dict:
-        return {k: _fresh(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
-    if type(value) is list:
-        return [_fresh(v) if type(v) in _CONTAINERS else v for v in value]
-    return value
-
-
-def forget_verified() -> None:
-    """Drop remembered verifications.
-
-    Never needed for correctness (a hit requires the key set it was verified
-    against), but a change of settings frees the memory at once, and tests
-    start empty.
-    """
-    _VERIFIED.clear()
-
-
-register_cache(forget_verified)
-
-
-def _flat(obj: dict[str, Any]) -> bool:
-    kinds = set(map(type, obj.values()))  # in C
-    return dict not in kinds and list not in kinds
-
-
 def _verify_full(
     token: str | bytes | None, session_subject: str | None
-) -> tuple[_Remembered, float]:
+) -> tuple[Remembered, float]:
     """Steps 1–8 for a token not remembered: the record to remember and the time."""
     parsed = parse(token)
     kind = check_algorithm(parsed.header)
@@ -496,14 +243,14 @@ def _verify_full(
         from .payload import decrypt_with_key
 
         private, service_key = decrypt_with_key(claims["user_payload"], snap, now)
-    nested = type(private) in _CONTAINERS or not (_flat(parsed.header) and _flat(claims))
+    nested = type(private) in CONTAINERS or not (is_flat(parsed.header) and is_flat(claims))
     not_before = max(-math.inf if v is None else v for v in (nbf, iat))
-    remembered = _Remembered(
+    remembered = Remembered(
         snap.keyset, parsed.header, claims, entry, user_id, private, service_key, nested,
         exp, not_before,
     )  # fmt: skip
     if isinstance(token, str):
-        remembered.cost = _cost(token, parsed, private)
+        remembered.cost = cost_of(token, parsed, private)
     return remembered, now
 
 
@@ -555,7 +302,7 @@ def verify_at(
     For callers that count the use themselves (the middleware counts it with
     the request) and may pass the key snapshot they hold and the time, already.
     """
-    hit = _VERIFIED.get(token) if isinstance(token, str) else None
+    hit = MEMORY.get(token) if isinstance(token, str) else None
     if hit is not None:
         # A token verified before against the same keys: its signature, JWE and
         # every rule that depends only on the token and the settings still hold.
@@ -577,7 +324,7 @@ def verify_at(
         forget_verified()
     hit, now = _verify_full(token, session_subject)
     if hit.cost:
-        _remember(token, hit)  # type: ignore[arg-type]  # a str: it has a cost
+        remember(token, hit)  # type: ignore[arg-type]  # a str: it has a cost
     return VerifiedToken._sharing(hit, hit.key.usable_state(now)), now
 
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from chat_security import keyring, middleware, tokens, usage
+from chat_security import keyring, middleware, tokens, usage, verified
 from chat_security.exceptions import ERROR_CODES, KeyStoreUnavailable
 from chat_security.identity_types import ChatIdentity
 from chat_security.middleware import ChatSecurityMiddleware, bearer_token
@@ -293,13 +293,13 @@ def test_one_receiver_clears_every_settings_cache(secret):
     assert middleware.protected_prefixes() and app_settings.PROTECTED_PATHS
     keys.encrypt("warm the Fernet cache")
     tokens.verify(tokens.issue("cache-user"))
-    assert keyring._State.snapshot is not None and tokens._VERIFIED
+    assert keyring._State.snapshot is not None and verified.MEMORY
     conf._settings_changed(setting="CHAT_SECURITY")
     assert middleware.protected_prefixes.cache_info().currsize == 0
     assert keys._fernet.cache_info().currsize == 0
     assert vars(app_settings) == {}
     assert keyring._State.snapshot is None
-    assert tokens._VERIFIED == {}
+    assert verified.MEMORY == {}
 
 
 # -- a site-wide cache ----------------------------------------------------------------

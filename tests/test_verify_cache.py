@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from chat_security import tokens
+from chat_security import tokens, verified
 from chat_security.exceptions import TokenError
 from chat_security.models import Key, RevokedUser
 
@@ -26,7 +26,7 @@ def token(clock):
     Key.objects.generate_secret()
     token = tokens.issue("cache-user", ttl=600)
     assert tokens.verify(token).user_id == "cache-user"
-    assert token in tokens._VERIFIED
+    assert token in verified.MEMORY
     return token
 
 
@@ -73,14 +73,14 @@ def test_the_memory_is_bounded_in_bytes(clock, monkeypatch):
     Key.objects.generate_secret()
     issued = [tokens.issue(f"user-{i}") for i in range(6)]
     tokens.verify(issued[0])
-    entry = tokens._VERIFIED.bytes
+    entry = verified.MEMORY.bytes
     budget = 3 * entry + entry // 2
-    monkeypatch.setattr(tokens, "VERIFIED_MEMORY_BYTES", budget)
+    monkeypatch.setattr(verified, "VERIFIED_MEMORY_BYTES", budget)
     for t in issued:
         tokens.verify(t)
-        assert tokens._VERIFIED.bytes <= budget
-    assert len(tokens._VERIFIED) == 3
-    assert list(tokens._VERIFIED) == issued[-3:]
+        assert verified.MEMORY.bytes <= budget
+    assert len(verified.MEMORY) == 3
+    assert list(verified.MEMORY) == issued[-3:]
 
 
 def test_the_memory_evicts_least_recently_used(clock, monkeypatch):
@@ -91,12 +91,12 @@ def test_the_memory_evicts_least_recently_used(clock, monkeypatch):
     Key.objects.generate_secret()
     hot = tokens.issue("hot-user")
     tokens.verify(hot)
-    monkeypatch.setattr(tokens, "VERIFIED_MEMORY_BYTES", 20 * tokens._VERIFIED.bytes)
+    monkeypatch.setattr(verified, "VERIFIED_MEMORY_BYTES", 20 * verified.MEMORY.bytes)
     for i in range(300):
         tokens.verify(tokens.issue(f"cold-{i}"))
-        assert hot in tokens._VERIFIED
+        assert hot in verified.MEMORY
         assert tokens.verify(hot).user_id == "hot-user"
-    assert len(tokens._VERIFIED) <= 20
+    assert len(verified.MEMORY) <= 20
 
 
 def test_the_estimate_errs_high_for_typical_tokens(clock):
@@ -115,8 +115,8 @@ def test_the_estimate_errs_high_for_typical_tokens(clock):
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert len(tokens._VERIFIED) == 400
-    assert held <= tokens._VERIFIED.bytes <= 1.3 * held
+    assert len(verified.MEMORY) == 400
+    assert held <= verified.MEMORY.bytes <= 1.3 * held
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_the_byte_budget_holds_with_megabyte_tokens(clock, monkeypatch, megabyte
     Key.objects.generate_secret()
     tokens.verify(tokens.issue("warm-up"))
     budget = 8 * 1024 * 1024
-    monkeypatch.setattr(tokens, "VERIFIED_MEMORY_BYTES", budget)
+    monkeypatch.setattr(verified, "VERIFIED_MEMORY_BYTES", budget)
     gc.collect()
     tracemalloc.start()
     try:
@@ -138,14 +138,14 @@ def test_the_byte_budget_holds_with_megabyte_tokens(clock, monkeypatch, megabyte
             token = tokens.issue(f"big-{i}", {"blob": f"{i}-" + "x" * 760_000})
             assert 1_000_000 < len(token) <= 1024 * 1024
             assert tokens.verify(token, count_use=False).user_id == f"big-{i}"
-            assert token in tokens._VERIFIED  # big tokens are remembered too
-            assert tokens._VERIFIED.bytes <= budget
+            assert token in verified.MEMORY  # big tokens are remembered too
+            assert verified.MEMORY.bytes <= budget
         del token
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert 2 <= len(tokens._VERIFIED) < 16
+    assert 2 <= len(verified.MEMORY) < 16
     assert held <= budget
 
 
@@ -155,11 +155,11 @@ def test_a_token_larger_than_the_budget_verifies_and_is_not_kept(
     Key.objects.generate_secret()
     small = tokens.issue("small")
     tokens.verify(small)
-    monkeypatch.setattr(tokens, "VERIFIED_MEMORY_BYTES", 512 * 1024)
+    monkeypatch.setattr(verified, "VERIFIED_MEMORY_BYTES", 512 * 1024)
     big = tokens.issue("big", {"blob": "x" * 700_000})
     assert tokens.verify(big).user_id == "big"
-    assert big not in tokens._VERIFIED
-    assert small in tokens._VERIFIED  # the big one pushed nothing out
+    assert big not in verified.MEMORY
+    assert small in verified.MEMORY  # the big one pushed nothing out
 
 
 def test_a_pathological_token_is_charged_what_it_holds(clock, monkeypatch, megabyte_tokens):
@@ -167,18 +167,18 @@ def test_a_pathological_token_is_charged_what_it_holds(clock, monkeypatch, megab
     Key.objects.generate_secret()
     token = tokens.issue("lists", {"l": [{}] * 200_000})
     tokens.verify(token)
-    assert tokens._VERIFIED.bytes > 15 * len(token)
+    assert verified.MEMORY.bytes > 15 * len(token)
 
 
 def _cold(token: str, **kwargs):
     """The outcome with nothing remembered; the memory is put back as it was, in order."""
-    remembered = dict(tokens._VERIFIED)
-    tokens._VERIFIED.clear()
+    remembered = dict(verified.MEMORY)
+    verified.MEMORY.clear()
     try:
         return outcome(token, **kwargs)
     finally:
-        tokens._VERIFIED.clear()
-        tokens._VERIFIED.update(remembered)
+        verified.MEMORY.clear()
+        verified.MEMORY.update(remembered)
 
 
 def outcome(token: str, **kwargs):
@@ -196,18 +196,18 @@ def test_eviction_never_changes_a_verdict(clock, monkeypatch, seed):
     Key.objects.generate_secret()
     users = [f"user-{i}" for i in range(5)]
     tokens.verify(tokens.issue("size-probe"))
-    monkeypatch.setattr(tokens, "VERIFIED_MEMORY_BYTES", int(3.5 * tokens._VERIFIED.bytes))
+    monkeypatch.setattr(verified, "VERIFIED_MEMORY_BYTES", int(3.5 * verified.MEMORY.bytes))
     evicted = hits = 0
-    put = tokens._VERIFIED.put
+    put = verified.MEMORY.put
 
     def counting_put(key, value, size):
         nonlocal evicted
-        before = len(tokens._VERIFIED) + (key not in tokens._VERIFIED)
+        before = len(verified.MEMORY) + (key not in verified.MEMORY)
         kept = put(key, value, size)
-        evicted += before - len(tokens._VERIFIED)
+        evicted += before - len(verified.MEMORY)
         return kept
 
-    monkeypatch.setattr(tokens._VERIFIED, "put", counting_put)
+    monkeypatch.setattr(verified.MEMORY, "put", counting_put)
     ttls = [120, 3600]
     pool = [(u, tokens.issue(u, ttl=rng.choice(ttls))) for u in users for _ in range(2)]
     for _ in range(300):
@@ -223,9 +223,9 @@ def test_eviction_never_changes_a_verdict(clock, monkeypatch, seed):
             pool.append((user, tokens.issue(user, ttl=rng.choice(ttls))))
         user, token = rng.choice(pool)
         subject = rng.choice([None, None, user, "someone-else"])
-        hits += token in tokens._VERIFIED
+        hits += token in verified.MEMORY
         assert outcome(token, session_subject=subject) == _cold(token, session_subject=subject)
-        assert tokens._VERIFIED.bytes <= tokens.VERIFIED_MEMORY_BYTES
+        assert verified.MEMORY.bytes <= verified.VERIFIED_MEMORY_BYTES
     assert evicted >= 20 and hits >= 20  # both paths really ran
 
 

@@ -19,7 +19,7 @@ from django.test import override_settings
 from joserfc import jwe
 from joserfc.jwk import RSAKey
 
-from chat_security import checks, keys, tokens
+from chat_security import checks, keys, tokens, verified
 from chat_security.exceptions import (
     ChatSecurityError,
     KeyImportError,
@@ -441,13 +441,13 @@ class _World:
 
 
 def _cold(token: str, **kwargs):
-    remembered = dict(tokens._VERIFIED)
-    tokens._VERIFIED.clear()
+    remembered = dict(verified.MEMORY)
+    verified.MEMORY.clear()
     try:
         return outcome(token, **kwargs)
     finally:
-        tokens._VERIFIED.clear()
-        tokens._VERIFIED.update(remembered)
+        verified.MEMORY.clear()
+        verified.MEMORY.update(remembered)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -459,7 +459,7 @@ def test_remembered_and_cold_verification_always_agree(clock, settings, seed):
         world.step()
         for token in world.tokens:
             for subject in (None, "user-1"):
-                was_remembered = token in tokens._VERIFIED
+                was_remembered = token in verified.MEMORY
                 warm = outcome(token, session_subject=subject)
                 assert warm == _cold(token, session_subject=subject), (token, subject)
                 hits += was_remembered

@@ -1,0 +1,282 @@
+"""What a verification leaves behind: the result callers get, and this process's memory.
+
+:class:`VerifiedToken` is what :func:`chat_security.verify` returns. The
+memory (``MEMORY``) lets a token this process verified before skip
+parsing, the signature and JWE decryption; ``tokens`` decides when a
+remembered token may be used and re-runs every time- and store-dependent
+check on it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .conf import app_settings, register_cache
+from .lru import ByteBoundedLRU, json_bytes
+
+if TYPE_CHECKING:
+    from .jws import ParsedToken
+    from .keyring import KeyEntry
+
+
+class VerifiedToken:
+    """A token that passed every check.
+
+    ``header``, ``claims`` and ``private`` are this result's own deep copies,
+    plain JSON types (dict, list, str, numbers, bool, None) all the way down:
+    changing any of them, nested values such as ``userData`` included, never
+    changes what a later :func:`verify` of the same token returns, and
+    ``json.dumps`` takes them as they are. The engine makes each copy when it
+    is first read, so a caller that only wants ``user_id`` pays for none.
+    Read-only: the attributes cannot be reassigned.
+    """
+
+    __slots__ = ("_src", "_state", "_copies")
+
+    def __init__(
+        self,
+        *,
+        user_id: str,
+        header: dict[str, Any],
+        claims: dict[str, Any],
+        kid: str,
+        key_kind: str,
+        key_state: str,
+        private: Any = None,
+    ) -> None:
+        self._src: Remembered | _Given = _Given(
+            user_id, header, claims, private, _KeyName(kid, key_kind)
+        )
+        self._state = key_state
+        self._copies: dict[str, Any] | None = None
+
+    @classmethod
+    def _sharing(cls, remembered: Remembered, key_state: str) -> VerifiedToken:
+        """A result over the engine's own values, each copied when first read."""
+        result = cls.__new__(cls)
+        result._src, result._state, result._copies = remembered, key_state, None
+        return result
+
+    def _own(self, name: str) -> Any:
+        copies = self._copies
+        if copies is None:
+            copies = self._copies = {}
+        elif name in copies:
+            return copies[name]
+        value = getattr(self._src, name)
+        if self._src.nested:
+            value = _fresh(value)
+        elif type(value) is dict:
+            value = dict(value)
+        copies[name] = value
+        return value
+
+    @property
+    def user_id(self) -> str:
+        return self._src.user_id
+
+    @property
+    def kid(self) -> str:
+        return self._src.key.kid
+
+    @property
+    def key_kind(self) -> str:
+        return self._src.key.kind
+
+    @property
+    def key_state(self) -> str:
+        return self._state
+
+    @property
+    def header(self) -> dict[str, Any]:
+        return self._own("header")
+
+    @property
+    def claims(self) -> dict[str, Any]:
+        return self._own("claims")
+
+    @property
+    def private(self) -> Any:
+        return self._own("private")
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.user_id, self.header, self.claims, self.kid, self.key_kind,
+                self.key_state, self.private)  # fmt: skip
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled and copied as plain values, never with the engine's record (keys inside).
+        return _rebuild, self._fields()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not VerifiedToken:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"VerifiedToken(user_id={self.user_id!r}, header={self.header!r}, "
+            f"claims={self.claims!r}, kid={self.kid!r}, key_kind={self.key_kind!r}, "
+            f"key_state={self.key_state!r})"
+        )
+
+
+def _rebuild(
+    user_id: str,
+    header: dict[str, Any],
+    claims: dict[str, Any],
+    kid: str,
+    key_kind: str,
+    key_state: str,
+    private: Any,
+) -> VerifiedToken:
+    return VerifiedToken(user_id=user_id, header=header, claims=claims, kid=kid,
+                         key_kind=key_kind, key_state=key_state, private=private)  # fmt: skip
+
+
+@dataclass(slots=True)
+class _KeyName:
+    kid: str
+    kind: str
+
+
+@dataclass(slots=True)
+class _Given:
+    """What a VerifiedToken built by hand holds (the engine's are ``Remembered``)."""
+
+    user_id: str
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    private: Any
+    key: _KeyName
+    nested: bool = True  # unknown: copy all the way down
+
+
+# -- the memory of verified tokens ----------------------------------------------
+
+
+@dataclass(slots=True)
+class Remembered:
+    """A token that verified against ``keyset``: what a hit needs to re-check it.
+
+    Not the parsed token itself: its signing input and signature (another
+    copy of the token's bytes) serve no purpose once the signature matched.
+    """
+
+    keyset: object  # Snapshot.keyset when it verified
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    key: KeyEntry
+    user_id: str
+    private: Any
+    service_key: KeyEntry | None  # the key that decrypted user_payload, if any
+    #: whether header, claims or private hold dicts or lists a result must copy;
+    #: most chat tokens are flat, and a flat result then costs two dict() calls
+    nested: bool
+    #: step 6's numbers, read and validated once: ``exp`` (None: the token has
+    #: none) and the latest of ``nbf`` and ``iat`` (-inf: neither)
+    exp: float | None
+    not_before: float
+    #: what the entry is charged in the memory (:func:`cost_of`)
+    cost: int = 0
+
+    def times_pass(self, now: float) -> bool:
+        """Step 6 at ``now``: the comparisons :func:`check_times` makes, on numbers read once.
+
+        LEEWAY and MAX_TOKEN_LIFETIME are read now; a settings change empties
+        the memory anyway.
+        """
+        leeway = app_settings.LEEWAY
+        exp = self.exp
+        return self.not_before <= now + leeway and (
+            exp is None
+            or (now <= exp + leeway and exp - now <= app_settings.MAX_TOKEN_LIFETIME + leeway)
+        )
+
+
+#: Bytes (estimated) the verified-token memory may hold per process. A
+#: typical chat token (~300 characters, a few claims) costs about 2.4 KiB, so
+#: this keeps ~13,000 live tokens: every user of a site with 10,000 people
+#: chatting at once, renewals included, with every worker seeing every user.
+#: A 1 MiB token (MAX_TOKEN_BYTES at its ceiling) of ordinary claims costs
+#: ~1.7 MiB; one made of many tiny JSON values up to ~15 MiB, all counted.
+VERIFIED_MEMORY_BYTES = 32 * 1024 * 1024
+#: What one entry costs besides the token and its decoded JSON: the ordered
+#: dict's slot and link, the record above with its step-6 numbers, the size
+#: kept beside it (~500 bytes measured; tests/test_verify_cache.py checks the
+#: total with tracemalloc).
+_ENTRY_OVERHEAD = 544
+
+
+def cost_of(token: str, parsed: ParsedToken, private: Any) -> int:
+    """Estimated bytes a remembered token holds, a little above what it really holds.
+
+    A header is charged to the token that decoded it; the tokens that share
+    it from ``jws``'s header cache hold only a reference. The claims are
+    charged the bound the parser worked out while decoding them when their
+    text allows one (``lru.json_bound``), else measured value by value
+    (``json_bytes``).
+    """
+    size = sys.getsizeof(token) + _ENTRY_OVERHEAD + parsed.header_bytes
+    size += parsed.claims_bytes or json_bytes(parsed.claims)
+    return size if private is None else size + json_bytes(private)
+
+
+#: token -> Remembered for tokens that verified. The chat widget sends the
+#: same token with every message; a hit skips parsing, the signature and JWE
+#: decryption (their outcome cannot change while the snapshot's key set is
+#: the same object) but re-runs every check that depends on the time or on
+#: the current snapshot: times, user revocations, the session's subject, and
+#: whether the signing key and the service key that decrypted user_payload
+#: are still usable. Per process, successes only, bounded in bytes
+#: (``VERIFIED_MEMORY_BYTES``), least recently used out first: a token
+#: re-sent every few seconds stays while any number of tokens seen once pass
+#: through. Results get copies of what is kept here (``_fresh``), never the
+#: objects themselves.
+MEMORY: ByteBoundedLRU[str, Remembered] = ByteBoundedLRU(
+    VERIFIED_MEMORY_BYTES, lambda _token, value: value.cost
+)
+
+
+def remember(token: str, value: Remembered) -> None:
+    MEMORY.budget = VERIFIED_MEMORY_BYTES  # read at use, like a setting
+    MEMORY.put(token, value, value.cost)
+
+
+CONTAINERS = (dict, list)
+
+
+def _fresh(value: Any) -> Any:
+    """A deep copy of decoded JSON: new dicts and lists, the immutable scalars shared.
+
+    Several times cheaper than ``copy.deepcopy`` (no memo, no dispatch), and a
+    flat object costs little more than ``dict()``. Read-only views would cost
+    nothing per hit, but ``json.dumps`` refuses them and the identity rules
+    expect dicts and lists, so callers would have to know about them.
+    """
+    if type(value) is dict:
+        return {k: _fresh(v) if type(v) in CONTAINERS else v for k, v in value.items()}
+    if type(value) is list:
+        return [_fresh(v) if type(v) in CONTAINERS else v for v in value]
+    return value
+
+
+def forget_verified() -> None:
+    """Drop remembered verifications.
+
+    Never needed for correctness (a hit requires the key set it was verified
+    against), but a change of settings frees the memory at once, and tests
+    start empty.
+    """
+    MEMORY.clear()
+
+
+register_cache(forget_verified)
+
+
+def is_flat(obj: dict[str, Any]) -> bool:
+    kinds = set(map(type, obj.values()))  # in C
+    return dict not in kinds and list not in kinds
