@@ -102,8 +102,7 @@ class VerifiedToken:
         return self._own("private")
 
     def _fields(self) -> tuple[Any, ...]:
-        return (self.user_id, self.header, self.claims, self.kid, self.key_kind,
-                self.key_state, self.private)  # fmt: skip
+        return tuple(getattr(self, name) for name in _FIELDS)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled and copied as plain values, never with the engine's record (keys inside).
@@ -124,17 +123,12 @@ class VerifiedToken:
         )
 
 
-def _rebuild(
-    user_id: str,
-    header: dict[str, Any],
-    claims: dict[str, Any],
-    kid: str,
-    key_kind: str,
-    key_state: str,
-    private: Any,
-) -> VerifiedToken:
-    return VerifiedToken(user_id=user_id, header=header, claims=claims, kid=kid,
-                         key_kind=key_kind, key_state=key_state, private=private)  # fmt: skip
+#: VerifiedToken's fields, in the order pickling stores them.
+_FIELDS = ("user_id", "header", "claims", "kid", "key_kind", "key_state", "private")
+
+
+def _rebuild(*fields: Any) -> VerifiedToken:
+    return VerifiedToken(**dict(zip(_FIELDS, fields, strict=True)))
 
 
 @dataclass(slots=True)
