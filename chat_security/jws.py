@@ -151,13 +151,15 @@ def _json_object(
     return value
 
 
-def _payload(raw: bytes) -> tuple[dict[str, Any], int]:
-    """The claims, and a bound of what they hold in memory (0 when the text allows none)."""
+def _payload(raw: bytes) -> tuple[dict[str, Any], int, bool]:
+    """The claims; a bound of what they hold in memory (0 when the text allows none);
+    whether they may hold objects or lists (a ``[`` inside a string only says yes)."""
     objects: list[dict[str, Any]] = []
     claims = _json_object(raw, "payload", objects)
+    nested = len(objects) > 1 or b"[" in raw
     if not raw.isascii() or b"\\u" in raw:
-        return claims, 0
-    return claims, json_bound(raw, *_objects_held(objects))
+        return claims, 0, nested
+    return claims, json_bound(raw, *_objects_held(objects)), nested
 
 
 @dataclass(slots=True)
@@ -172,23 +174,28 @@ class ParsedToken:
     #: what the decoded header holds (``lru.json_bytes``) if this token decoded it;
     #: 0 for a header shared from the cache (charged to the token that decoded it)
     header_bytes: int = 0
+    #: whether header or claims may hold objects or lists (results then copy deeply)
+    nested: bool = True
 
 
 #: Decoded and checked headers by their base64url text. The tokens of one site
 #: share a few headers (alg, kid, typ), so most tokens skip decoding theirs.
 #: Shared: nobody may change a header (results hand out copies). Bounded: it
 #: starts again empty when full, so odd headers cannot grow it.
-_HEADERS: dict[str, dict[str, Any]] = {}
+_HEADERS: dict[str, tuple[dict[str, Any], bool]] = {}
 _HEADERS_MAX = 64
 _HEADER_MAX_CHARS = 512
 
 
-def _header(h64: str) -> tuple[dict[str, Any], int]:
-    """The header, and its size in memory if decoded now (0 if shared from the cache)."""
+def _header(h64: str) -> tuple[dict[str, Any], int, bool]:
+    """The header, its size in memory if decoded now (0 if shared from the cache), and
+    whether it holds objects or lists."""
     known = _HEADERS.get(h64)
     if known is not None:
-        return known, 0
-    header = _json_object(_b64decode(h64), "header")
+        return known[0], 0, known[1]
+    objects: list[dict[str, Any]] = []
+    header = _json_object(_b64decode(h64), "header", objects)
+    nested = len(objects) > 1 or any(type(v) is list for v in header.values())
     for name in ("alg", "kid", "typ", "cty"):
         if name in header and not isinstance(header[name], str):
             raise TokenError("malformed", f"the {name} header must be a string")
@@ -199,8 +206,8 @@ def _header(h64: str) -> tuple[dict[str, Any], int]:
     if len(h64) <= _HEADER_MAX_CHARS:
         if len(_HEADERS) >= _HEADERS_MAX:
             _HEADERS.clear()
-        _HEADERS[h64] = header
-    return header, json_bytes(header)
+        _HEADERS[h64] = header, nested
+    return header, json_bytes(header), nested
 
 
 def parse(token: str | bytes | None) -> ParsedToken:
@@ -223,9 +230,9 @@ def parse(token: str | bytes | None) -> ParsedToken:
         raise TokenError("malformed", "the token is not three base64url parts separated by dots")
     h64, p64, s64 = token.split(".")
     try:
-        header, header_bytes = _header(h64)
+        header, header_bytes, header_nested = _header(h64)
         raw = _b64decode(p64)
-        claims, claims_bytes = _payload(raw)
+        claims, claims_bytes, claims_nested = _payload(raw)
         signature = _b64decode(s64) if s64 else b""
     except (binascii.Error, ValueError) as exc:
         if isinstance(exc, TokenError):
@@ -238,4 +245,5 @@ def parse(token: str | bytes | None) -> ParsedToken:
         signature,
         claims_bytes,
         header_bytes,
+        header_nested or claims_nested,
     )

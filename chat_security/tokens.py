@@ -33,7 +33,6 @@ from .verified import (
     VerifiedToken,
     cost_of,
     forget_verified,
-    is_flat,
     remember,
 )
 
@@ -139,12 +138,14 @@ def match_signature(parsed: ParsedToken, candidates: list[KeyEntry]) -> KeyEntry
 
 def _number(claims: dict[str, Any], name: str) -> float | None:
     value = claims.get(name)
-    if value is None and name not in claims:
-        return None
-    if type(value) is int and not -_MAX_TIME <= value <= _MAX_TIME:
+    if type(value) is int:
+        if -_MAX_TIME <= value <= _MAX_TIME:
+            return value
         # Beyond float range: arithmetic with the float clock would overflow.
         raise TokenError("invalid_claim", f"{name} is out of range", claim=name)
-    if type(value) not in (int, float) or not math.isfinite(value):
+    if value is None and name not in claims:
+        return None
+    if type(value) is not float or not math.isfinite(value):
         raise TokenError("invalid_claim", f"{name} must be a JSON number (seconds since epoch)")
     return value
 
@@ -243,8 +244,11 @@ def _verify_full(
         from .payload import decrypt_with_key
 
         private, service_key = decrypt_with_key(claims["user_payload"], snap, now)
-    nested = type(private) in CONTAINERS or not (is_flat(parsed.header) and is_flat(claims))
-    not_before = max(-math.inf if v is None else v for v in (nbf, iat))
+    nested = parsed.nested or type(private) in CONTAINERS
+    # The latest of nbf and iat (-inf: neither), as Remembered.times_pass wants it.
+    not_before = -math.inf if nbf is None else nbf
+    if iat is not None and iat > not_before:
+        not_before = iat
     remembered = Remembered(
         snap.keyset, parsed.header, claims, entry, user_id, private, service_key, nested,
         exp, not_before,

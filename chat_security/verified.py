@@ -269,8 +269,3 @@ def forget_verified() -> None:
 
 
 register_cache(forget_verified)
-
-
-def is_flat(obj: dict[str, Any]) -> bool:
-    kinds = set(map(type, obj.values()))  # in C
-    return dict not in kinds and list not in kinds

@@ -59,3 +59,22 @@ def test_the_header_cache_is_bounded():
 )
 def test_the_compact_shape_check_agrees_with_the_documented_pattern(token):
     assert jws._is_compact(token) == bool(jws.COMPACT_JWS.fullmatch(token))
+
+
+@pytest.mark.parametrize(
+    ("header", "claims", "nested"),
+    [
+        ({"alg": "HS256"}, {"sub": "u", "exp": 1}, False),
+        ({"alg": "HS256"}, {"sub": "u", "userData": {"plan": "pro"}}, True),
+        ({"alg": "HS256"}, {"sub": "u", "roles": ["a"]}, True),
+        ({"alg": "HS256"}, {"sub": "u", "roles": []}, True),
+        ({"alg": "HS256", "x5c": ["MIIB"]}, {"sub": "u"}, True),
+        ({"alg": "HS256", "jwk": {"kty": "RSA"}}, {"sub": "u"}, True),
+        ({"alg": "HS256"}, {"sub": "[not a list]"}, True),  # errs on the copying side
+    ],
+)
+def test_the_parser_says_whether_results_must_copy_deeply(header, claims, nested):
+    """Results copy nested values all the way down (flat ones with one dict()): never say flat
+    when something nested is there, from a decoded header or from the cache alike."""
+    for _ in range(2):
+        assert jws.parse(f"{b64(header)}.{b64(claims)}.c2ln").nested is nested
