@@ -29,24 +29,25 @@ _JSON_SPACE = " \t\n\r"
 _COMPACT_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 
 
-def _is_compact(token: str) -> bool:
-    """``COMPACT_JWS.fullmatch(token)``, in a fraction of its time (a chat token is ~1 KB)."""
-    if not token.isascii() or token.count(".") != 2:
-        return False
-    if token.encode("ascii").translate(None, _COMPACT_ALPHABET):
-        return False  # a character outside base64url
-    h64, p64, _s64 = token.split(".")
-    return bool(h64 and p64)
+def _segments(token: bytes) -> list[bytes] | None:
+    """The three parts of ``token`` if it matches ``COMPACT_JWS``, in a fraction of the time."""
+    if not token.isascii() or token.count(b".") != 2:
+        return None
+    if token.translate(None, _COMPACT_ALPHABET):
+        return None  # a character outside base64url
+    parts = token.split(b".")
+    return parts if parts[0] and parts[1] else None
 
 
-_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_B64_VALUE = {c: i for i, c in enumerate(_B64URL)}
+_B64_VALUE = {
+    c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+}
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-_PADDING = ("", None, "==", "=")
+_PADDING = (b"", None, b"==", b"=")
 _UNUSED_BITS = (0, None, 0b1111, 0b11)
 
 
-def _b64decode(segment: str) -> bytes:
+def _b64decode(segment: bytes) -> bytes:
     """Strict base64url: the caller has checked the alphabet; padding is not allowed."""
     rest = len(segment) % 4
     if rest == 1:
@@ -54,8 +55,7 @@ def _b64decode(segment: str) -> bytes:
     # Canonical form: the bits the last character carries beyond the data are zero.
     if rest and _B64_VALUE[segment[-1]] & _UNUSED_BITS[rest]:
         raise TokenError("malformed", "a token part is not canonical base64url")
-    data = (segment + _PADDING[rest]).encode("ascii").translate(_TO_STANDARD)
-    return binascii.a2b_base64(data, strict_mode=True)
+    return binascii.a2b_base64((segment + _PADDING[rest]).translate(_TO_STANDARD), strict_mode=True)
 
 
 def _no_constants(name: str) -> Any:
@@ -182,12 +182,12 @@ class ParsedToken:
 #: share a few headers (alg, kid, typ), so most tokens skip decoding theirs.
 #: Shared: nobody may change a header (results hand out copies). Bounded: it
 #: starts again empty when full, so odd headers cannot grow it.
-_HEADERS: dict[str, tuple[dict[str, Any], bool]] = {}
+_HEADERS: dict[bytes, tuple[dict[str, Any], bool]] = {}
 _HEADERS_MAX = 64
 _HEADER_MAX_CHARS = 512
 
 
-def _header(h64: str) -> tuple[dict[str, Any], int, bool]:
+def _header(h64: bytes) -> tuple[dict[str, Any], int, bool]:
     """The header, its size in memory if decoded now (0 if shared from the cache), and
     whether it holds objects or lists."""
     known = _HEADERS.get(h64)
@@ -217,18 +217,17 @@ def parse(token: str | bytes | None) -> ParsedToken:
     if not isinstance(token, str | bytes):
         raise TokenError("malformed", "the token must be a string")
     if isinstance(token, bytes):
-        size = len(token)
-        try:
-            token = token.decode("ascii")
-        except UnicodeDecodeError:
-            token = None
+        data, size = token, len(token)
+    elif token.isascii():
+        data, size = token.encode("ascii"), len(token)
     else:
-        size = len(token) if token.isascii() else len(token.encode("utf-8", "surrogatepass"))
+        data, size = b"\xff", len(token.encode("utf-8", "surrogatepass"))  # never compact
     if size > app_settings.MAX_TOKEN_BYTES:
         raise TokenError("token_too_large", limit=app_settings.MAX_TOKEN_BYTES, size=size)
-    if token is None or not _is_compact(token):
+    segments = _segments(data)
+    if segments is None:
         raise TokenError("malformed", "the token is not three base64url parts separated by dots")
-    h64, p64, s64 = token.split(".")
+    h64, p64, s64 = segments
     try:
         header, header_bytes, header_nested = _header(h64)
         raw = _b64decode(p64)
@@ -241,7 +240,7 @@ def parse(token: str | bytes | None) -> ParsedToken:
     return ParsedToken(
         header,
         claims,
-        token[: len(h64) + 1 + len(p64)].encode("ascii"),
+        data[: len(h64) + 1 + len(p64)],
         signature,
         claims_bytes,
         header_bytes,
