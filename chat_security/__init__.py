@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "KeyStateError": "exceptions",
     "KeyStoreUnavailable": "exceptions",
     "TokenError": "exceptions",
-    "VerifiedToken": "tokens",
+    "VerifiedToken": "verified",
     "anonymous_id_of": "middleware",
     "anonymous_linked": "signals",
     "contact_deleting": "signals",
@@ -39,7 +39,7 @@ _EXPORTS: dict[str, str] = {
     "find_contact": "identity",
     "forget_anonymous_id": "middleware",
     "issue": "tokens",
-    "link_anonymous": "identity",
+    "link_anonymous": "continuity",
     "security_enabled": "keyring",
     "verify": "tokens",
 }
@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads them
+    from .continuity import link_anonymous
     from .exceptions import (
         ERROR_CODES,
         AnonymousLinkError,
@@ -78,13 +79,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
         KeyStoreUnavailable,
         TokenError,
     )
-    from .identity import contact_for, delete_contact, find_contact, link_anonymous
+    from .identity import contact_for, delete_contact, find_contact
     from .identity_types import ChatIdentity
     from .keyring import security_enabled
     from .middleware import anonymous_id_of, forget_anonymous_id
     from .session import end_chat_session
     from .signals import anonymous_linked, contact_deleting
-    from .tokens import VerifiedToken, issue, verify
+    from .tokens import issue, verify
+    from .verified import VerifiedToken
 
 
 def __getattr__(name: str) -> Any:

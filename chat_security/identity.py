@@ -1,11 +1,11 @@
-"""Identity claims -> contact record (SPEC §8), continuity (§11), deletion (GDPR).
+"""Identity claims -> contact record (SPEC §8), and deletion (GDPR).
 
 ``preview`` is the pure rule set: what a token's claims would give the
 contact and what was dropped, and why. ``contact_for`` applies it to the
 database, once per token and never over data from a newer token (by ``iat``,
-then ``exp``). ``link_anonymous`` merges an anonymous visitor's contact into
-the user's when they log in. ``delete_contact`` is the one deletion path the
-CLI and the admin share; it follows those links. The decrypted
+then ``exp``). ``delete_contact`` is the one deletion path the CLI and the
+admin share; it follows the links that ``continuity.link_anonymous`` records
+when an anonymous visitor logs in. The decrypted
 ``user_payload`` (``private``) is never written anywhere by this module;
 ``preview`` reports only its key names.
 """
@@ -24,13 +24,12 @@ from django.db import IntegrityError, transaction
 from . import clock
 from .agent_data import normalise_agent_data
 from .conf import app_settings
-from .exceptions import AnonymousLinkError, ChatSecurityError, TokenError
+from .exceptions import ChatSecurityError, TokenError
 from .models import AnonymousLink, AuditEntry, Contact
-from .signals import anonymous_linked, contact_deleting
+from .signals import contact_deleting
 from .tokens import user_id_of
-from .user_data import add_missing_keys, merge_user_data, normalise_user_data
+from .user_data import merge_user_data, normalise_user_data
 from .values import (
-    ANONYMOUS_ID_RE,
     Ignored,
     clean_text,
     drop,
@@ -52,7 +51,7 @@ CRM_ID_MAX = 255
 _ANON_ID = re.compile(r"[A-Za-z0-9._~-]{1,200}")
 _FIELDS = ("email", "first_name", "last_name", "phone", "locale", "crm_id")
 #: what a user's contact takes from a merged anonymous one, where it has nothing
-_MERGED = (*_FIELDS, "agent_data")
+MERGED_FIELDS = (*_FIELDS, "agent_data")
 
 
 # -- single claims -----------------------------------------------------------------
@@ -300,98 +299,6 @@ def contact_for(identity: Any) -> Contact | None:
     return _apply(user_id, claims, stamp)
 
 
-# -- continuity (SPEC §11) ---------------------------------------------------------
-
-
-def _link_ids(anonymous_id: Any, user_id: Any) -> str:
-    if not isinstance(anonymous_id, str) or not ANONYMOUS_ID_RE.fullmatch(anonymous_id):
-        raise AnonymousLinkError(
-            "the anonymous id must be a visitor cookie id: 'anon-' and 22 characters "
-            "of A-Z, a-z, 0-9, '_' or '-'"
-        )
-    try:
-        user_id_of({"sub": user_id})
-    except TokenError as exc:
-        raise AnonymousLinkError(str(exc.detail)) from None
-    if user_id.startswith(ANON_PREFIX):
-        raise AnonymousLinkError(f"user ids starting with {ANON_PREFIX!r} are reserved")
-    return ANON_PREFIX + anonymous_id
-
-
-def merge_anonymous(contact: Contact, anonymous: Contact) -> bool:
-    """Fill in what ``contact`` lacks from ``anonymous``; whether anything changed.
-
-    The user's own values win: a field only where the user's is empty,
-    ``userData`` keys only where the user has none, and only while they fit in
-    ``USER_DATA_MAX_BYTES`` (the user's keys are never dropped for them).
-    """
-    changed = False
-    for name in _MERGED:
-        if not getattr(contact, name) and getattr(anonymous, name):
-            setattr(contact, name, getattr(anonymous, name))
-            changed = True
-    user_data = add_missing_keys(contact.user_data, anonymous.user_data)
-    if user_data != contact.user_data:
-        contact.user_data = user_data
-        changed = True
-    return changed
-
-
-def link_anonymous(anonymous_id: str, user_id: str) -> AnonymousLink:
-    """Link an anonymous visitor's id to the user who just logged in (SPEC §11).
-
-    In one transaction: merges the ``anon:<id>`` contact into the user's (see
-    :func:`merge_anonymous`; the user's contact is created if it does not
-    exist), records an ``AnonymousLink``, sends ``anonymous_linked``
-    (``anonymous_id``, ``user_id``, ``contact``) so other apps move their data,
-    then deletes the anonymous contact: the user's contact now holds its data
-    and the link remembers the id, for a GDPR deletion of the user.
-
-    Idempotent: linking the same pair again returns the same link and changes
-    nothing that is already done; it merges and signals again, so what was
-    written under the anonymous id since (the browser chatted anonymously
-    again) follows. Raises :class:`AnonymousLinkError` for a malformed id and
-    for an anonymous id already linked to another user.
-    """
-    key = _link_ids(anonymous_id, user_id)
-    try:
-        return _link(anonymous_id, user_id, key)
-    except IntegrityError:
-        # A concurrent first link of this id, or first contact of this user: once
-        # more, on top of the committed row (or refused, if that links another user).
-        return _link(anonymous_id, user_id, key)
-
-
-def _link(anonymous_id: str, user_id: str, key: str) -> AnonymousLink:
-    with transaction.atomic():
-        # Both rows locked in one statement, always in the same order.
-        locked = Contact.objects.select_for_update().filter(user_id__in=(key, user_id))
-        rows = {row.user_id: row for row in locked.order_by("user_id")}
-        link = AnonymousLink.objects.filter(anonymous_id=anonymous_id).select_related("contact")
-        link = link.first()
-        if link is not None and link.contact.user_id != user_id:
-            raise AnonymousLinkError("this anonymous id is already linked to another user")
-        contact = rows.get(user_id) or Contact(user_id=user_id)
-        anonymous = rows.get(key)
-        anonymous = anonymous if anonymous is not None and anonymous.anonymous else None
-        changed = anonymous is not None and merge_anonymous(contact, anonymous)
-        if changed or contact.pk is None:
-            contact.updated_at = clock.now_dt()
-            contact.save()
-        if link is None:
-            link = AnonymousLink.objects.create(anonymous_id=anonymous_id, contact=contact)
-        link.contact = contact
-        moved: dict[str, int] = {}
-        results = anonymous_linked.send(
-            sender=AnonymousLink, anonymous_id=anonymous_id, user_id=user_id, contact=contact
-        )
-        _add_counts(moved, results)
-        if anonymous is not None:
-            anonymous.delete()
-    logger.info("anonymous visitor linked to contact %s: %s", user_id, moved or "nothing moved")
-    return link
-
-
 # -- deletion ----------------------------------------------------------------------
 
 
@@ -419,7 +326,7 @@ def _count(deleted: dict[str, int], name: str, count: Any) -> None:
         deleted[name] = deleted.get(name, 0) + count
 
 
-def _add_counts(counts: dict[str, int], results: list[tuple[Any, Any]]) -> None:
+def add_counts(counts: dict[str, int], results: list[tuple[Any, Any]]) -> None:
     """Add up the ``{"name": count}`` descriptions receivers of a signal returned."""
     for _receiver, result in results:
         if isinstance(result, dict):
@@ -458,7 +365,7 @@ def _delete_linked(contact: Contact, deleted: dict[str, int]) -> None:
     rows = {row.user_id: row for row in found.order_by("user_id")}
     for key, anonymous_id in keys.items():
         anonymous = rows.get(key) or Contact(user_id=key, anonymous=True)
-        _add_counts(
+        add_counts(
             deleted,
             contact_deleting.send(sender=Contact, user_id=anonymous_id, contact=anonymous),
         )
@@ -486,7 +393,7 @@ def delete_contact(user_id: str, actor: str = "") -> dict[str, Any]:
             raise ChatSecurityError(f"no contact with user id {user_id[:255]!r}")
         deleted: dict[str, int] = {"contact": 1}
         _delete_linked(contact, deleted)
-        _add_counts(
+        add_counts(
             deleted,
             contact_deleting.send(sender=Contact, user_id=external_id(contact), contact=contact),
         )

@@ -15,7 +15,13 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 import chat_security
-from chat_security import AnonymousLinkError, anonymous_linked, contact_deleting, identity
+from chat_security import (
+    AnonymousLinkError,
+    anonymous_linked,
+    contact_deleting,
+    continuity,
+    identity,
+)
 from chat_security.models import AnonymousLink, AuditEntry, Contact
 from demo_site.chat.models import Message
 from tests import chat_helpers
@@ -81,7 +87,7 @@ def deleting_signals():
 
 
 def test_the_continuity_names_are_public():
-    assert chat_security.link_anonymous is identity.link_anonymous
+    assert chat_security.link_anonymous is continuity.link_anonymous
     assert {"link_anonymous", "anonymous_linked", "AnonymousLinkError", "anonymous_id_of"} <= set(
         chat_security.__all__
     )
@@ -102,7 +108,7 @@ def test_merge_fills_only_the_fields_the_user_lacks(clock):
     )
     user_contact(email="user@example.com", first_name="", last_name="Smith", crm_id="C-1")
 
-    link = identity.link_anonymous(anon_id(), "user-1")
+    link = continuity.link_anonymous(anon_id(), "user-1")
 
     user = Contact.objects.get(user_id="user-1")
     assert link.contact == user
@@ -118,7 +124,7 @@ def test_merge_fills_only_the_fields_the_user_lacks(clock):
 def test_merge_adds_only_the_user_data_keys_the_user_lacks(clock):
     anonymous_contact(user_data={"plan": "trial", "cart": 3, "newsletter": True})
     user_contact(user_data={"plan": "gold", "seats": 5})
-    identity.link_anonymous(anon_id(), "user-1")
+    continuity.link_anonymous(anon_id(), "user-1")
     assert Contact.objects.get(user_id="user-1").user_data == {
         "plan": "gold",
         "seats": 5,
@@ -132,20 +138,20 @@ def test_merged_user_data_respects_the_cap_and_never_drops_the_users_keys(clock)
     anonymous_contact(user_data={"big": "x" * 80, "small": 1})
     user_contact(user_data={"mine": "y" * 60})
     with chat_settings(USER_DATA_MAX_BYTES=100):
-        identity.link_anonymous(anon_id(), "user-1")
+        continuity.link_anonymous(anon_id(), "user-1")
     # {"mine":"y…60"} is 71 bytes: "big" no longer fits, "small" does.
     assert Contact.objects.get(user_id="user-1").user_data == {"mine": "y" * 60, "small": 1}
 
     anonymous_contact(2, user_data={"more": 1})
     with chat_settings(USER_DATA_MAX_BYTES=10):  # lowered below what the user holds
-        identity.link_anonymous(anon_id(2), "user-1")
+        continuity.link_anonymous(anon_id(2), "user-1")
     assert Contact.objects.get(user_id="user-1").user_data == {"mine": "y" * 60, "small": 1}
 
 
 @pytest.mark.django_db
 def test_a_user_without_a_contact_gets_one_from_the_anonymous_data(clock):
     anonymous_contact(email="anon@example.com", user_data={"cart": 2})
-    identity.link_anonymous(anon_id(), "user-1")
+    continuity.link_anonymous(anon_id(), "user-1")
     user = Contact.objects.get()
     assert (user.user_id, user.anonymous) == ("user-1", False)
     assert (user.email, user.user_data) == ("anon@example.com", {"cart": 2})
@@ -156,7 +162,7 @@ def test_a_user_without_a_contact_gets_one_from_the_anonymous_data(clock):
 @pytest.mark.django_db
 def test_the_users_first_token_still_applies_over_merged_data(clock):
     anonymous_contact(email="anon@example.com", first_name="Anon", user_data={"cart": 2})
-    identity.link_anonymous(anon_id(), "user-1")
+    continuity.link_anonymous(anon_id(), "user-1")
     contact = apply_token("user-1", email="real@example.com", userData={"plan": "gold"})
     assert contact.email == "real@example.com" and contact.first_name == "Anon"
     assert contact.user_data == {"cart": 2, "plan": "gold"}
@@ -169,7 +175,7 @@ def test_the_users_first_token_still_applies_over_merged_data(clock):
 def test_the_link_is_recorded_and_the_signal_carries_the_ids(clock, linked_signals):
     anonymous_contact()
     user = user_contact()
-    link = identity.link_anonymous(anon_id(), "user-1")
+    link = continuity.link_anonymous(anon_id(), "user-1")
 
     stored = AnonymousLink.objects.get()
     assert stored == link and stored.anonymous_id == anon_id() and stored.contact == user
@@ -193,7 +199,7 @@ def test_the_signal_is_sent_before_the_anonymous_contact_goes(clock):
 
     anonymous_linked.connect(look, dispatch_uid="tests.look")
     try:
-        identity.link_anonymous(anon_id(), "user-1")
+        continuity.link_anonymous(anon_id(), "user-1")
     finally:
         anonymous_linked.disconnect(dispatch_uid="tests.look")
     assert still_there == [True]
@@ -202,7 +208,7 @@ def test_the_signal_is_sent_before_the_anonymous_contact_goes(clock):
 
 @pytest.mark.django_db
 def test_without_an_anonymous_contact_the_link_and_the_signal_still_happen(clock, linked_signals):
-    link = identity.link_anonymous(anon_id(), "user-1")
+    link = continuity.link_anonymous(anon_id(), "user-1")
     assert AnonymousLink.objects.get() == link
     assert [(s["anonymous_id"], s["user_id"]) for s in linked_signals] == [(anon_id(), "user-1")]
     # The user's contact exists (empty), so a GDPR deletion of the user finds the link.
@@ -213,11 +219,11 @@ def test_without_an_anonymous_contact_the_link_and_the_signal_still_happen(clock
 @pytest.mark.django_db
 def test_linking_the_same_pair_again_changes_nothing(clock, linked_signals):
     anonymous_contact(email="anon@example.com")
-    first = identity.link_anonymous(anon_id(), "user-1")
+    first = continuity.link_anonymous(anon_id(), "user-1")
     before = Contact.objects.get(user_id="user-1")
     clock.advance(3600)
 
-    again = identity.link_anonymous(anon_id(), "user-1")
+    again = continuity.link_anonymous(anon_id(), "user-1")
 
     assert again == first and again.linked_at == first.linked_at
     assert AnonymousLink.objects.count() == 1
@@ -231,11 +237,11 @@ def test_linking_the_same_pair_again_changes_nothing(clock, linked_signals):
 def test_a_repeat_picks_up_what_was_written_under_the_id_since(clock):
     anonymous_contact()
     Message.objects.create(user_id=anon_id(), anonymous=True, text="before login")
-    identity.link_anonymous(anon_id(), "user-1")
+    continuity.link_anonymous(anon_id(), "user-1")
     # The browser kept its cookie (a site that does not renew it) and chatted again.
     anonymous_contact(user_data={"cart": 1})
     Message.objects.create(user_id=anon_id(), anonymous=True, text="after logout")
-    identity.link_anonymous(anon_id(), "user-1")
+    continuity.link_anonymous(anon_id(), "user-1")
     assert list(Message.objects.values_list("user_id", "anonymous", "text")) == [
         ("user-1", False, "before login"),
         ("user-1", False, "after logout"),
@@ -245,10 +251,10 @@ def test_a_repeat_picks_up_what_was_written_under_the_id_since(clock):
 
 @pytest.mark.django_db
 def test_a_link_to_a_second_user_is_refused_and_changes_nothing(clock, linked_signals):
-    identity.link_anonymous(anon_id(), "user-1")
+    continuity.link_anonymous(anon_id(), "user-1")
     anonymous_contact(email="anon@example.com")
     with pytest.raises(AnonymousLinkError, match="already linked to another user"):
-        identity.link_anonymous(anon_id(), "user-2")
+        continuity.link_anonymous(anon_id(), "user-2")
     assert [(link.anonymous_id, link.contact.user_id) for link in AnonymousLink.objects.all()] == [
         (anon_id(), "user-1")
     ]
@@ -260,7 +266,7 @@ def test_a_link_to_a_second_user_is_refused_and_changes_nothing(clock, linked_si
 @pytest.mark.django_db
 def test_one_user_may_link_several_anonymous_ids(clock):
     for n in (1, 2, 3):
-        identity.link_anonymous(anon_id(n), "user-1")
+        continuity.link_anonymous(anon_id(n), "user-1")
     user = Contact.objects.get()
     assert sorted(user.anonymous_links.values_list("anonymous_id", flat=True)) == [
         anon_id(1),
@@ -281,7 +287,7 @@ def test_a_failing_receiver_undoes_the_whole_link(clock):
     anonymous_linked.connect(broken, dispatch_uid="tests.broken")
     try:
         with pytest.raises(RuntimeError):
-            identity.link_anonymous(anon_id(), "user-1")
+            continuity.link_anonymous(anon_id(), "user-1")
     finally:
         anonymous_linked.disconnect(dispatch_uid="tests.broken")
     assert not AnonymousLink.objects.exists()
@@ -311,14 +317,14 @@ def _race(monkeypatch, competitor: str) -> None:
 def test_a_concurrent_link_to_another_user_is_refused_on_retry(clock, monkeypatch):
     _race(monkeypatch, competitor="user-2")
     with pytest.raises(AnonymousLinkError, match="another user"):
-        identity.link_anonymous(anon_id(), "user-1")
+        continuity.link_anonymous(anon_id(), "user-1")
     assert AnonymousLink.objects.get().contact.user_id == "user-2"
 
 
 @pytest.mark.django_db
 def test_a_concurrent_link_of_the_same_pair_is_taken_as_done(clock, monkeypatch):
     _race(monkeypatch, competitor="user-1")
-    link = identity.link_anonymous(anon_id(), "user-1")
+    link = continuity.link_anonymous(anon_id(), "user-1")
     assert AnonymousLink.objects.get() == link and link.contact.user_id == "user-1"
 
 
@@ -342,7 +348,7 @@ def test_a_concurrent_link_of_the_same_pair_is_taken_as_done(clock, monkeypatch)
 )
 def test_malformed_anonymous_ids_are_refused(anonymous_id, clock):
     with pytest.raises(AnonymousLinkError, match="visitor cookie id"):
-        identity.link_anonymous(anonymous_id, "user-1")
+        continuity.link_anonymous(anonymous_id, "user-1")
     assert not AnonymousLink.objects.exists() and not Contact.objects.exists()
 
 
@@ -362,7 +368,7 @@ def test_malformed_anonymous_ids_are_refused(anonymous_id, clock):
 )
 def test_malformed_user_ids_are_refused(user_id, reason, clock):
     with pytest.raises(AnonymousLinkError, match=reason):
-        identity.link_anonymous(anon_id(), user_id)
+        continuity.link_anonymous(anon_id(), user_id)
     assert not AnonymousLink.objects.exists() and not Contact.objects.exists()
 
 
@@ -373,8 +379,8 @@ def test_malformed_user_ids_are_refused(user_id, reason, clock):
 def test_deleting_the_user_follows_the_links(clock, deleting_signals):
     anonymous_contact(1)
     Message.objects.create(user_id=anon_id(1), anonymous=True, text="anon one")
-    identity.link_anonymous(anon_id(1), "user-1")  # moves "anon one" to the user
-    identity.link_anonymous(anon_id(2), "user-1")  # no contact, nothing to move
+    continuity.link_anonymous(anon_id(1), "user-1")  # moves "anon one" to the user
+    continuity.link_anonymous(anon_id(2), "user-1")  # no contact, nothing to move
     Message.objects.create(user_id=anon_id(2), anonymous=True, text="written since")
     anonymous_contact(2)  # re-created by that later anonymous chat
     Message.objects.create(user_id="user-1", text="as the user")
@@ -408,7 +414,7 @@ def test_deleting_the_user_follows_the_links(clock, deleting_signals):
 
 @pytest.mark.django_db
 def test_delete_contact_cli_reports_the_linked_counts(clock):
-    identity.link_anonymous(anon_id(), "user-1")
+    continuity.link_anonymous(anon_id(), "user-1")
     Message.objects.create(user_id=anon_id(), anonymous=True, text="later")
     result = cli("delete-contact", "user-1")
     assert result.code == 0
@@ -418,7 +424,7 @@ def test_delete_contact_cli_reports_the_linked_counts(clock):
 
 @pytest.mark.django_db
 def test_deleting_an_anonymous_contact_erases_its_link(clock):
-    identity.link_anonymous(anon_id(), "user-1")
+    continuity.link_anonymous(anon_id(), "user-1")
     anonymous_contact()  # the same browser chatted again
     result = identity.delete_contact(f"anon:{anon_id()}")
     assert result["deleted"] == {"contact": 1, "anonymous_links": 1}
@@ -430,7 +436,7 @@ def test_deleting_an_anonymous_contact_erases_its_link(clock):
 def test_deletion_costs_the_same_queries_however_many_ids_are_linked(clock):
     def queries_to_delete(user_id: str, numbers: range) -> int:
         for n in numbers:
-            identity.link_anonymous(anon_id(n), user_id)
+            continuity.link_anonymous(anon_id(n), user_id)
             anonymous_contact(n)  # re-created, so there is a row to delete as well
         with CaptureQueriesContext(connection) as captured:
             identity.delete_contact(user_id)
@@ -548,7 +554,7 @@ def test_login_without_an_anonymous_id_links_nothing(alice, secret):
 
 @pytest.mark.django_db
 def test_a_refused_link_does_not_stop_the_login(alice, bob, secret, caplog):
-    identity.link_anonymous(anon_id(), str(bob.pk))
+    continuity.link_anonymous(anon_id(), str(bob.pk))
     Message.objects.create(user_id=anon_id(), anonymous=True, text="bob's, later")
     browser = Client()
     browser.cookies[COOKIE] = anon_id()
@@ -625,9 +631,9 @@ def viewer(client, db):
 @pytest.mark.django_db
 def test_the_users_contact_page_lists_its_links(viewer, clock):
     anonymous_contact(email="anon@example.com")
-    identity.link_anonymous(anon_id(), "user-1")
+    continuity.link_anonymous(anon_id(), "user-1")
     clock.advance(60)
-    identity.link_anonymous(anon_id(2), "user-1")
+    continuity.link_anonymous(anon_id(2), "user-1")
     user = Contact.objects.get(user_id="user-1")
 
     page = viewer.get(reverse("admin:chat_security_contact_change", args=[user.pk]))
@@ -653,7 +659,7 @@ def test_a_contact_without_links_says_so_and_anonymous_contacts_show_nothing(vie
 
 @pytest.mark.django_db
 def test_the_admin_deletion_reports_the_links(admin_client, clock):
-    identity.link_anonymous(anon_id(), "user-1")
+    continuity.link_anonymous(anon_id(), "user-1")
     Message.objects.create(user_id=anon_id(), anonymous=True, text="later")
     user = Contact.objects.get()
     url = reverse("admin:chat_security_contact_delete", args=[user.pk])

@@ -49,6 +49,7 @@ NOT_FROM_THE_STORE = (
     "chat_security.keyring",
     "chat_security.payload",
     "chat_security.identity",  # identity
+    "chat_security.continuity",
     "chat_security.identity_types",
     "chat_security.admin",  # the admin subpackage
     "chat_security.middleware",  # HTTP and WebSocket

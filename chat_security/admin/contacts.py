@@ -7,7 +7,7 @@ the function behind ``manage.py chat_security delete-contact``, so receivers
 of ``contact_deleting`` (the chat's messages) are deleted too. The contact
 holds no private data (``user_payload`` is never stored), so none is shown.
 A user's contact lists the anonymous ids merged into it (SPEC §11,
-``identity.link_anonymous``), which a deletion erases along with it.
+``continuity.link_anonymous``), which a deletion erases along with it.
 """
 
 from __future__ import annotations
