@@ -6,6 +6,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chat_security import jws
 from chat_security.exceptions import TokenError
@@ -78,3 +80,78 @@ def test_the_parser_says_whether_results_must_copy_deeply(header, claims, nested
     when something nested is there, from a decoded header or from the cache alike."""
     for _ in range(2):
         assert jws.parse(f"{b64(header)}.{b64(claims)}.c2ln").nested is nested
+
+
+# -- the strict decoder against the standard library's ------------------------------------
+
+_REFERENCE = json.JSONDecoder(object_pairs_hook=lambda pairs: _reference_object(pairs))
+
+
+def _reference_object(pairs):
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate")
+    return obj
+
+
+def _reference(text: str):
+    """What ``json`` itself says under the same rules, or ``"refused"``."""
+    if any(word in text for word in ("NaN", "Infinity")):
+        return "refused"  # json accepts these literals; the parser must not
+    try:
+        value = _REFERENCE.decode(text)
+    except (ValueError, RecursionError):
+        return "refused"
+    if any(isinstance(v, float) and v in (float("inf"), float("-inf")) for v in _leaves(value)):
+        return "refused"
+    return value
+
+
+def _leaves(value):
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            yield item
+
+
+def _ours(text: str):
+    try:
+        return jws._decode(text, [])
+    except (TokenError, ValueError, RecursionError):
+        return "refused"
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+_spaces = st.sampled_from(["", " ", "\t", "\n", "\r\n", "  "])
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values, _spaces, _spaces, st.booleans())
+def test_the_decoder_agrees_with_json_on_valid_text(value, before, after, compact):
+    text = before + json.dumps(value, separators=(",", ":") if compact else None) + after
+    assert _ours(text) == _reference(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet='{}[]",:0123456789.eE+-truefalsnNIiy \t\\u\n', max_size=40))
+def test_the_decoder_agrees_with_json_on_any_text(text):
+    """Same verdict and value as json (duplicates, NaN/Infinity and overflow refused)."""
+    assert _ours(text) == _reference(text)
+
+
+@pytest.mark.parametrize(
+    "text", ['{"a":1,"a":2}', '{"a":{"b":1,"b":1}}', "[NaN]", '{"x":-Infinity}', "[1e400]", ""]
+)
+def test_the_decoder_refuses_what_the_parser_must(text):
+    assert _ours(text) == "refused"
