@@ -134,12 +134,10 @@ def _objects_held(objects: list[dict[str, Any]]) -> tuple[int, int]:
     return commas, sum(map(sys.getsizeof, objects)) + 2 * SCALAR_OVERHEAD * members
 
 
-def _json_object(
-    raw: bytes, part: str, objects: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
+def _json_object(raw: bytes, part: str, objects: list[dict[str, Any]]) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
-        value = _decode(text, [] if objects is None else objects)
+        value = _decode(text, objects)
     except TokenError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -151,12 +149,17 @@ def _json_object(
     return value
 
 
+def _nests(raw: bytes, objects: list[dict[str, Any]]) -> bool:
+    """Whether decoded JSON may hold objects or lists (a ``[`` inside a string only says yes)."""
+    return len(objects) > 1 or b"[" in raw
+
+
 def _payload(raw: bytes) -> tuple[dict[str, Any], int, bool]:
-    """The claims; a bound of what they hold in memory (0 when the text allows none);
-    whether they may hold objects or lists (a ``[`` inside a string only says yes)."""
+    """The claims, a bound of what they hold in memory (0 when the text allows none),
+    and whether they nest."""
     objects: list[dict[str, Any]] = []
     claims = _json_object(raw, "payload", objects)
-    nested = len(objects) > 1 or b"[" in raw
+    nested = _nests(raw, objects)
     if not raw.isascii() or b"\\u" in raw:
         return claims, 0, nested
     return claims, json_bound(raw, *_objects_held(objects)), nested
@@ -194,8 +197,9 @@ def _header(h64: bytes) -> tuple[dict[str, Any], int, bool]:
     if known is not None:
         return known[0], 0, known[1]
     objects: list[dict[str, Any]] = []
-    header = _json_object(_b64decode(h64), "header", objects)
-    nested = len(objects) > 1 or any(type(v) is list for v in header.values())
+    raw = _b64decode(h64)
+    header = _json_object(raw, "header", objects)
+    nested = _nests(raw, objects)
     for name in ("alg", "kid", "typ", "cty"):
         if name in header and not isinstance(header[name], str):
             raise TokenError("malformed", f"the {name} header must be a string")
