@@ -21,7 +21,8 @@ from typing import Any, Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
-_CONTAINERS = (dict, list)
+#: The container types of decoded JSON (everything else in it is an immutable scalar).
+CONTAINERS = (dict, list)
 _ABSENT: Any = object()
 #: Whether one dictionary operation is atomic (false on free-threaded builds).
 _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
@@ -29,14 +30,14 @@ _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 def _containers(value: Any) -> Iterator[Any]:
     """Every dict and list in decoded JSON, each once (``value`` first, if it is one)."""
-    stack = [value] if type(value) in _CONTAINERS else []
+    stack = [value] if type(value) in CONTAINERS else []
     while stack:
         item = stack.pop()
         yield item
         children = item.values() if type(item) is dict else item
         kinds = set(map(type, children))  # in C: most containers hold no containers
         if dict in kinds or list in kinds:
-            stack.extend([c for c in children if type(c) in _CONTAINERS])
+            stack.extend([c for c in children if type(c) in CONTAINERS])
 
 
 def json_bytes(value: Any) -> int:

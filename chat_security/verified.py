@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .conf import app_settings, register_cache
-from .lru import ByteBoundedLRU, json_bytes
+from .lru import CONTAINERS, ByteBoundedLRU, json_bytes
 
 if TYPE_CHECKING:
     from .jws import ParsedToken
@@ -238,9 +238,6 @@ MEMORY: ByteBoundedLRU[str, Remembered] = ByteBoundedLRU(
 def remember(token: str, value: Remembered) -> None:
     MEMORY.budget = VERIFIED_MEMORY_BYTES  # read at use, like a setting
     MEMORY.put(token, value, value.cost)
-
-
-CONTAINERS = (dict, list)
 
 
 def _fresh(value: Any) -> Any:
