@@ -711,7 +711,7 @@ async def test_identification_uses_the_thread_when_a_query_is_due(secret, token_
 async def test_in_loop_check_falls_back_to_the_thread(secret, token_for, monkeypatch):
     """Should a deadline pass after all, Django refuses the query in the loop: redo it."""
     keyring.reset()
-    monkeypatch.setattr(websocket.connection, "_store_is_fresh", lambda: True)
+    monkeypatch.setattr(keyring, "can_verify_in_loop", lambda token_length=0: True)
     calls = _thread_calls(monkeypatch)
     comm = await open_socket(guarded(), token_for("u-1"))
     await expect_identified(comm, "u-1")

@@ -84,11 +84,6 @@ def _bind(session: Any, user_id: str) -> None:
         logger.debug("chat session ended before its subject could be bound")
 
 
-def _store_is_fresh() -> bool:
-    """Whether the keyring would answer now from memory: no query due, no counters to flush."""
-    return keyring.can_verify_in_loop()
-
-
 def _session_may_query(scope: Scope) -> bool:
     """A session that came with a cookie must be loaded (and maybe bound) in the thread."""
     if scope.get("session") is None:
@@ -191,11 +186,7 @@ class Connection:
         thread hop costs more than verifying a remembered token, so a socket
         whose identification needs no query does not pay for one.
         """
-        if (
-            (token is not None and len(token) > keyring.IN_LOOP_MAX_TOKEN)
-            or _session_may_query(self.scope)
-            or not _store_is_fresh()
-        ):
+        if _session_may_query(self.scope) or not keyring.can_verify_in_loop(len(token or "")):
             return _THREAD
         try:
             return self.check_sync(token)
