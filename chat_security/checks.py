@@ -16,6 +16,7 @@ from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, DURATIONS, JS_IDENTIFIER, app_settings, seconds
+from .propagation import PER_SERVER_CACHES
 
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MIDDLEWARE = "chat_security.middleware.ChatSecurityMiddleware"
@@ -72,15 +73,7 @@ def _setting_errors(raw: Callable[[str], Any]) -> list[Error]:
                     f"The default is {DEFAULTS[name]}.",
                 )
             )
-    alias = raw("KEY_CACHE_ALIAS")
-    if alias is not None and not (isinstance(alias, str) and alias in settings.CACHES):
-        errors.append(
-            _error(
-                18,
-                f"KEY_CACHE_ALIAS {alias!r} is not a cache alias in CACHES.",
-                'Name a cache all processes share (e.g. "default" on Redis), or None.',
-            )
-        )
+    errors.extend(_key_cache_errors(raw("KEY_CACHE_ALIAS")))
     timeout = raw("WEBSOCKET_IDENTIFY_TIMEOUT")
     if _is_duration(timeout) and not 0 < seconds(timeout) <= 600:
         errors.append(
@@ -176,6 +169,37 @@ def _setting_errors(raw: Callable[[str], Any]) -> list[Error]:
                 )
             )
     return errors
+
+
+def _key_cache_errors(alias: Any) -> list[Error]:
+    """E018/E019: ``KEY_CACHE_ALIAS`` names a cache, and one that servers can share."""
+    if alias is None:
+        return []
+    if not (isinstance(alias, str) and alias in settings.CACHES):
+        return [
+            _error(
+                18,
+                f"KEY_CACHE_ALIAS {alias!r} is not a cache alias in CACHES.",
+                'Name a cache every server shares (e.g. "default" on Redis), or None.',
+            )
+        ]
+    backend = settings.CACHES[alias].get("BACKEND", "")
+    try:
+        local = issubclass(import_string(backend), PER_SERVER_CACHES)
+    except ImportError:
+        return []  # Django's own cache checks report the backend
+    if not local:
+        return []
+    return [
+        _error(
+            19,
+            f"KEY_CACHE_ALIAS {alias!r} is a {backend.rsplit('.', 1)[-1]}, which servers "
+            "do not share: a key change made on one server would reach the others only "
+            "through the 30 s database backstop.",
+            "Name a cache every server shares (Redis, Memcached, the database cache), "
+            "or set KEY_CACHE_ALIAS to None to poll the database.",
+        )
+    ]
 
 
 def _builder_errors(path: Any) -> list[Error]:

@@ -50,9 +50,13 @@ DEFAULTS: dict[str, Any] = {
     "ANONYMOUS_COOKIE_NAME": "chat_anonymous_id",
     # How often, at most, a process checks whether keys changed elsewhere, seconds.
     "KEY_CACHE_SECONDS": 1,
-    # Cache alias all processes share, used to announce key-store changes
-    # (a local-memory or dummy cache is ignored); None: poll the database.
-    "KEY_CACHE_ALIAS": "default",
+    # A cache alias that every process of every server shares (one Redis or
+    # Memcached for the whole site), used to announce key-store changes so that
+    # workers need not poll the database. Naming one is the promise that it is
+    # shared: a per-server cache would hide changes made on other servers.
+    # None (the default): poll the database. E019 refuses local-memory, dummy
+    # and file caches.
+    "KEY_CACHE_ALIAS": None,
     # How often usage counters are written to the database, seconds.
     "USAGE_FLUSH_SECONDS": 60,
     # Seconds a WebSocket opened without a subprotocol token has to send identify.

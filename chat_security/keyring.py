@@ -31,7 +31,6 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db import Error as DjangoDBError  # DatabaseError and InterfaceError alike
@@ -47,6 +46,13 @@ logger = logging.getLogger("chat_security.keyring")
 
 #: Longest wait between two attempts to read a key store that failed.
 MAX_RETRY_SECONDS = 2.0
+#: The first wait after a failure; it doubles with each failure up to the above.
+FIRST_RETRY_SECONDS = 0.05
+#: A snapshot is rebuilt from the database at least this often, whatever the
+#: version says: a change written behind the store's back (``QuerySet.update``,
+#: ``bulk_create``, raw SQL, a restored backup) moves no version, and is in force
+#: on every worker within this many seconds.
+MAX_SNAPSHOT_AGE = 60.0
 #: Async callers (HTTP and WebSocket middleware) verify on the event loop only
 #: when :func:`fresh_snapshot` says no deadline falls within IN_LOOP_MARGIN
 #: seconds (so the check never meets one), and only tokens up to
@@ -119,13 +125,19 @@ class Snapshot:
     enabled: bool
     by_kid: dict[str, KeyEntry] = field(default_factory=dict)
     by_kind: dict[str, list[KeyEntry]] = field(default_factory=dict)
+    #: user id -> its latest revocation (tokens with an older iat are refused)
     revoked_users: dict[str, float] = field(default_factory=dict)
+    #: user id -> its first revocation, where earlier than the latest (tokens
+    #: without iat that expire after it are refused); see :func:`_revocations`
+    revoked_first: dict[str, float] = field(default_factory=dict)
     #: the next moment a key leaves its grace period: rebuild then
     rebuild_at: float = math.inf
     #: the shared cache's change counter when this snapshot was last confirmed
     marker: int | None = None
     #: when (monotonic) the database last confirmed this snapshot
     verified_at: float = 0.0
+    #: when (monotonic) it was read from the database (:data:`MAX_SNAPSHOT_AGE`)
+    built_at: float = 0.0
     #: until when some secret or public key can verify (-inf: none can)
     verifiable_until: float = -math.inf
     #: the same object for as long as every key entry is the same: a change
@@ -243,22 +255,26 @@ def _build(previous: Snapshot | None = None) -> Snapshot:
             snap.verifiable_until = max(snap.verifiable_until, end)
     if previous is not None and reused == len(snap.by_kid) == len(old):
         snap.keyset = previous.keyset
-    snap.revoked_users = _recent_revocations(now)
+    snap.revoked_users, snap.revoked_first = _revocations()
     return snap
 
 
-def _recent_revocations(now: float) -> dict[str, float]:
-    """User revocations that can still refuse a token: user id -> when.
+def _revocations() -> tuple[dict[str, float], dict[str, float]]:
+    """Every user revocation: user id -> latest, and -> first where it is earlier.
 
-    A token issued before a revocation expired at most MAX_TOKEN_LIFETIME
-    after it was issued (a longer one is refused as ``lifetime_too_long``), so
-    a revocation older than MAX_TOKEN_LIFETIME + LEEWAY can no longer matter:
-    it stays in the database (the audit log and the admin show it) but is not
-    held in every process's memory.
+    All of them, however old (SPEC §3 step 8). A token without ``iat`` is
+    refused when it expires after the first revocation, and such a token can
+    be signed at any time with an ``exp`` still to come: no revocation ever
+    stops mattering, so none is dropped from memory. Each costs a process a
+    dict entry (about 150 bytes).
     """
-    since = now - app_settings.MAX_TOKEN_LIFETIME - app_settings.LEEWAY
-    recent = RevokedUser.objects.filter(revoked_at__gt=datetime.fromtimestamp(since, UTC))
-    return {user_id: at.timestamp() for user_id, at in recent.values_list("user_id", "revoked_at")}
+    latest, first = {}, {}
+    rows = RevokedUser.objects.values_list("user_id", "revoked_at", "first_revoked_at")
+    for user_id, revoked_at, first_revoked_at in rows.iterator(chunk_size=2000):
+        latest[user_id] = revoked_at.timestamp()
+        if first_revoked_at is not None and first_revoked_at < revoked_at:
+            first[user_id] = first_revoked_at.timestamp()
+    return latest, first
 
 
 def signer_entries(kind: str) -> tuple[list[KeyEntry], list[str]]:
@@ -309,20 +325,32 @@ def get_snapshot() -> Snapshot:
     generation = _State.generation
     marker = propagation.read_marker()  # before the database: see propagation
     try:
-        if snap is not None and clock.now() < snap.rebuild_at and _unchanged(snap, marker, mono):
+        if (
+            snap is not None
+            and clock.now() < snap.rebuild_at
+            and mono - snap.built_at < MAX_SNAPSHOT_AGE
+            and _unchanged(snap, marker, mono)
+        ):
             _State.checked_at, _State.failures, _State.retry_at = mono, 0, 0.0
             return snap
         snap = _build(snap)
     except (DjangoDBError, ChatSecurityError) as exc:
         _State.failures += 1
-        _State.retry_at = mono + min(0.05 * 2**_State.failures, MAX_RETRY_SECONDS)
+        _State.retry_at = mono + retry_delay(_State.failures)
         raise KeyStoreUnavailable("the chat key store cannot be read") from exc
-    snap.marker, snap.verified_at = marker, mono
+    snap.marker, snap.verified_at, snap.built_at = marker, mono, mono
     with _State.lock:
         if _State.generation == generation:
             _State.snapshot, _State.checked_at = snap, mono
         _State.failures, _State.retry_at = 0, 0.0
     return snap
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to wait after ``failures`` failed reads in a row: doubling, capped."""
+    if failures >= 64:  # 2**64 * 0.05 is far past the cap; never build a huge number
+        return MAX_RETRY_SECONDS
+    return min(FIRST_RETRY_SECONDS * 2 ** max(failures - 1, 0), MAX_RETRY_SECONDS)
 
 
 def _unchanged(snap: Snapshot, marker: int | None, mono: float) -> bool:

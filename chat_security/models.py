@@ -354,18 +354,32 @@ class RevokedUserManager(models.Manager["RevokedUser"]):
     def revoke(self, user_id: str, actor: str = "") -> RevokedUser:
         with transaction.atomic():
             store_changed()
+            now = clock.now_dt()
             obj, _created = self.update_or_create(
-                user_id=user_id, defaults={"revoked_at": clock.now_dt(), "revoked_by": actor}
+                user_id=user_id,
+                defaults={"revoked_at": now, "revoked_by": actor},
+                create_defaults={"revoked_at": now, "first_revoked_at": now, "revoked_by": actor},
             )
             AuditEntry.record(actor, "revoke_user", detail=user_id)
         return obj
 
 
 class RevokedUser(models.Model):
-    """Tokens for ``user_id`` issued before ``revoked_at`` are refused (token_revoked)."""
+    """A revoked user (SPEC §3 step 8); refused with ``token_revoked``:
+
+    * a token with ``iat`` before ``revoked_at`` (the latest revocation);
+    * a token without ``iat`` that has no ``exp``, or an ``exp`` after
+      ``first_revoked_at`` (the first revocation: a later one must not let
+      back a token an earlier one refused).
+
+    Rows are never forgotten: a token without ``iat`` can be signed with any
+    ``exp``, so no moment comes after which no refused token could be accepted.
+    """
 
     user_id = models.CharField(max_length=255, unique=True)
     revoked_at = models.DateTimeField()
+    #: when the user was first revoked; null on rows made before it was kept (= revoked_at)
+    first_revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_by = models.CharField(max_length=150, blank=True)
 
     objects = RevokedUserManager()

@@ -22,7 +22,14 @@ Failure modes, each on the safe side:
 * a worker reads the counter before the database, so a change that commits
   in between is seen at the next interval at the latest.
 
-A process-local cache (local memory, dummy) is not shared: it is ignored.
+Only a cache named in ``KEY_CACHE_ALIAS`` is used, and naming it is the
+site's promise that every process of every server shares it (SPEC §12): a
+cache per server would announce a change only on the server that made it,
+and the others would learn of it from the database backstop, 30 s later
+instead of ``KEY_CACHE_SECONDS``. Caches that cannot be shared by several
+servers (local memory, dummy, a file cache) are never used, and the system
+check ``chat_security.E019`` refuses them. By default (None) every worker
+polls the database.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any
 
 from django.core.cache import InvalidCacheBackendError, caches
 from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.locmem import LocMemCache
 
 from .conf import app_settings
@@ -56,8 +64,12 @@ def _new_counter() -> int:
     return secrets.randbits(62)
 
 
+#: Cache backends that hold their data on one server (or nowhere): never trusted.
+PER_SERVER_CACHES = (LocMemCache, DummyCache, FileBasedCache)
+
+
 def shared_cache() -> Any:
-    """The cache all processes share, or None (not configured, or local to a process)."""
+    """The cache every server shares (``KEY_CACHE_ALIAS``), or None: poll the database."""
     alias = app_settings.KEY_CACHE_ALIAS
     if not alias:
         return None
@@ -65,8 +77,8 @@ def shared_cache() -> Any:
         cache = caches[alias]
     except InvalidCacheBackendError:
         return None  # E018 reports it
-    if isinstance(cache, LocMemCache | DummyCache):
-        return None
+    if isinstance(cache, PER_SERVER_CACHES):
+        return None  # E019 reports it
     return cache
 
 

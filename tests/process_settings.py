@@ -8,7 +8,8 @@ the processes of a test share its database (``tests.servers.process_env``):
 * lane 2 (``CHAT_SECURITY_TEST_LANE=pg``): the PostgreSQL database named by
   ``CHAT_SECURITY_TEST_DB`` on the ``DATABASE_URL`` server, and Redis as cache
   and channel layer (``tests.settings_pg``, which fails loudly without the
-  URLs) under a prefix of the same name, so that no two tests share entries.
+  URLs) under a prefix of the same name, so that no two tests share entries;
+  that Redis announces key-store changes (``KEY_CACHE_ALIAS``).
 """
 
 import os
@@ -24,6 +25,7 @@ if os.environ.get("CHAT_SECURITY_TEST_LANE") == "pg":
     CACHES = {"default": {**CACHES["default"], "KEY_PREFIX": _NAME}}
     _LAYER = CHANNEL_LAYERS["default"]
     CHANNEL_LAYERS = {"default": {**_LAYER, "CONFIG": {**_LAYER["CONFIG"], "prefix": _NAME}}}
+    CHAT_SECURITY = {**CHAT_SECURITY, "KEY_CACHE_ALIAS": "default"}  # one Redis for all
 else:
     DATABASES = {
         "default": {

@@ -58,6 +58,8 @@ CACHES = {
         "LOCATION": redis("CACHE_URL", os.environ.get("CACHE_URL") or REDIS_URL),
     }
 }
+# One Redis for every process: it may announce key-store changes (SPEC §12).
+CHAT_SECURITY = {**CHAT_SECURITY, "KEY_CACHE_ALIAS": "default"}  # noqa: F405
 # socket_timeout None, as before redis-py 8: its default of 5 s ends a receive that
 # waits on an idle channel (BZPOPMIN, 5 s) with TimeoutError, and can swallow the
 # cancellation of a consumer that disconnects, which then lingers for those 5 s.

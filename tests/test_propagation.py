@@ -19,14 +19,15 @@ from .test_checks import ids
 
 @pytest.fixture
 def shared_cache(tmp_path, settings):
-    """A cache every process shares (a folder): what Redis is in production."""
+    """A cache every process shares: what Redis is in production (declared in KEY_CACHE_ALIAS)."""
     settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(tmp_path / "cache"),
-        }
+        "default": {"BACKEND": "tests.shared_cache.SharedInTests", "LOCATION": str(tmp_path)}
     }
-    settings.CHAT_SECURITY = {**settings.CHAT_SECURITY, "KEY_CACHE_SECONDS": 0}
+    settings.CHAT_SECURITY = {
+        **settings.CHAT_SECURITY,
+        "KEY_CACHE_SECONDS": 0,
+        "KEY_CACHE_ALIAS": "default",
+    }
     assert propagation.shared_cache() is not None
     return propagation.shared_cache()
 
@@ -111,13 +112,43 @@ def test_a_lost_counter_reads_as_a_change(shared_cache, django_assert_num_querie
     assert propagation.read_marker() not in (None, seen)
 
 
+PER_SERVER = [
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+    "django.core.cache.backends.filebased.FileBasedCache",
+]
+
+
 @pytest.mark.django_db
-def test_a_cache_local_to_the_process_is_not_used(settings, django_assert_num_queries):
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    settings.CHAT_SECURITY = {**settings.CHAT_SECURITY, "KEY_CACHE_SECONDS": 0}
+@pytest.mark.parametrize("backend", PER_SERVER)
+def test_a_cache_servers_do_not_share_is_never_used(
+    backend, tmp_path, settings, django_assert_num_queries
+):
+    """Issue 16, item 3: a per-server cache announced changes only on its own server."""
+    settings.CACHES = {"default": {"BACKEND": backend, "LOCATION": str(tmp_path / "c")}}
+    settings.CHAT_SECURITY = {
+        **settings.CHAT_SECURITY,
+        "KEY_CACHE_SECONDS": 0,
+        "KEY_CACHE_ALIAS": "default",  # even when named
+    }
     assert propagation.shared_cache() is None
+    assert ids({"KEY_CACHE_ALIAS": "default"}) == ["chat_security.E019"]
     keyring.get_snapshot()
-    with django_assert_num_queries(1):  # polls the database: locmem is not shared
+    with django_assert_num_queries(1):  # polls the database
+        keyring.get_snapshot()
+
+
+@pytest.mark.django_db
+def test_by_default_no_cache_is_trusted_the_database_is_polled(
+    settings, django_assert_num_queries
+):
+    """A Redis cache as "default" is not taken for shared unless KEY_CACHE_ALIAS says so."""
+    settings.CACHES = {"default": {"BACKEND": "tests.shared_cache.SharedInTests"}}
+    assert "KEY_CACHE_ALIAS" not in settings.CHAT_SECURITY
+    assert propagation.shared_cache() is None
+    settings.CHAT_SECURITY = {**settings.CHAT_SECURITY, "KEY_CACHE_SECONDS": 0}
+    keyring.get_snapshot()
+    with django_assert_num_queries(1):
         keyring.get_snapshot()
 
 
@@ -150,9 +181,16 @@ def test_while_the_database_is_down_it_is_retried_with_a_backoff(
 
 @pytest.mark.parametrize(
     ("alias", "expected"),
-    [("default", []), (None, []), ("nope", ["chat_security.E018"]), (3, ["chat_security.E018"])],
+    [
+        ("shared", []),
+        (None, []),
+        ("default", ["chat_security.E019"]),  # local memory in tests.settings
+        ("nope", ["chat_security.E018"]),
+        (3, ["chat_security.E018"]),
+    ],
 )
-def test_e018_key_cache_alias(alias, expected):
+def test_e018_e019_key_cache_alias(alias, expected, settings):
+    settings.CACHES = {**settings.CACHES, "shared": {"BACKEND": "tests.shared_cache.SharedInTests"}}
     assert ids({"KEY_CACHE_ALIAS": alias}) == expected
 
 

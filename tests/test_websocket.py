@@ -652,6 +652,7 @@ async def test_watcher_closes_4503_when_only_one_token_cannot_be_checked(
         fine = await open_socket(guarded(), token_for("u-2"))
         await expect_identified(broken, "u-1")
         await expect_identified(fine, "u-2")
+        await in_db(RevokedUser.objects.revoke, "someone-else")  # a change: both re-checked
         await expect_close(broken, 4503, "unavailable", timeout=2)
         assert await fine.receive_nothing(0.3)
     await finish(broken)

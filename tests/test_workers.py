@@ -1,7 +1,7 @@
 """Four workers (gunicorn WSGI, uvicorn ASGI) obey a CLI change within the bound (SPEC §12).
 
 Issue 11, deliverable 2. The workers share the database and a cache (Redis
-in the PostgreSQL lane, a cache folder otherwise); a CLI process rotates,
+in the PostgreSQL lane, the database cache otherwise); a CLI process rotates,
 revokes and switches modes; every worker must answer the new way within
 ``KEY_CACHE_SECONDS`` (1 s) + one interval. Each answer names the worker
 process, so "every worker" is checked, not assumed. The figure is printed.
@@ -33,8 +33,8 @@ SERVERS = {
 @pytest.fixture
 def env(tmp_path):
     env = process_env("tests.worker_settings", tmp_path / "db.sqlite3")
-    env["CHAT_SECURITY_TEST_CACHE"] = str(tmp_path / "cache")
     manage(env, "migrate", "--noinput", "-v0")
+    manage(env, "createcachetable")  # lane 1's shared cache (tests.worker_settings)
     return env
 
 

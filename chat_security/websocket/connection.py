@@ -126,6 +126,9 @@ class Connection:
         self.closed = False  # a close was sent (by us or by the application)
         self.disconnected = False
         self.pending: deque[Message] = deque()
+        #: the key snapshot this socket was last verified against (see watcher)
+        self.checked_against: Any = None
+        self._checking: Any = None
 
     async def run(self) -> None:
         event = await self.receive()
@@ -159,7 +162,9 @@ class Connection:
 
     def check_sync(self, token: str | None) -> ChatIdentity | None:
         """Identify with ``token``; ``None``: wait for an identify message (security on)."""
-        snapshot = keyring.get_snapshot()
+        # Read before verifying: if the engine then uses a newer one, the watcher
+        # merely checks this socket once more.
+        snapshot = self._checking = keyring.get_snapshot()
         if snapshot.enabled and not snapshot.can_verify(clock.now()):
             _count("security_not_configured")
             raise not_configured()  # SPEC §5: the one thing to fix, token or not
@@ -214,6 +219,7 @@ class Connection:
             return _FAILED
         if identity is not None:
             self.adopt(identity, token)
+            self.checked_against = self._checking
         return identity
 
     def adopt(self, identity: ChatIdentity, token: str | None) -> None:

@@ -1,9 +1,15 @@
 """Live revocation (STYLE habit 10): one watcher per event loop re-checks open sockets.
 
 It ticks every :func:`~.protocol.tick_seconds`; each tick asks
-:func:`keyring.get_snapshot` once, re-verifies every connection's token in one
-thread hop when the snapshot object changed, closes those that now fail, and
-applies each token's deadlines.
+:func:`keyring.get_snapshot` once, then re-verifies, in one thread hop, every
+connection that was last verified against another snapshot, closes those that
+now fail, and applies each token's deadlines.
+
+Each connection records the snapshot it was last verified against
+(``Connection.checked_against``), and the connections to re-check are listed
+*after* the snapshot is read. So a socket that identified or renewed while a
+tick was waiting for the store, against the snapshot of just before a change,
+is re-checked by that tick or the next: none can slip between two ticks.
 """
 
 from __future__ import annotations
@@ -36,20 +42,25 @@ async def _read_snapshot() -> Any:
 
 
 def recheck_tokens(
-    entries: list[tuple[str | None, str | None]],
-) -> list[TokenError | KeyStoreUnavailable | None]:
-    """Re-verify open connections' ``(token, bound subject)``; one call for all of them.
+    entries: list[tuple[str | None, str | None, str | None]],
+) -> tuple[Any, list[TokenError | KeyStoreUnavailable | None]]:
+    """Re-verify open connections' ``(token, bound subject, kid that verified it)``.
 
-    ``None`` for a connection still fine, else the error to close it with.
-    A token unchanged since its last check is a dict hit in the engine.
+    Returns the snapshot they were checked against and, per connection,
+    ``None`` (still fine) or the error to close it with. A token unchanged
+    since its last check is a dict hit in the engine. A connection whose key
+    was revoked or left its grace period is ``key_retired`` (SPEC §10), also
+    when its token names no kid (the engine alone would say
+    ``invalid_signature`` or ``security_not_configured`` for such a token).
     Raises KeyStoreUnavailable when the store itself cannot be read.
     """
     snapshot = keyring.get_snapshot()
     now = clock.now()
     verdicts: list[TokenError | KeyStoreUnavailable | None] = []
-    for token, subject in entries:
+    for token, subject, kid in entries:
         try:
             if token is not None:
+                _check_key(snapshot, kid, now)
                 tokens.verify(token, session_subject=subject, count_use=False)
             elif snapshot.enabled and not snapshot.can_verify(now):
                 raise not_configured()
@@ -58,7 +69,17 @@ def recheck_tokens(
             verdicts.append(None)
         except (TokenError, KeyStoreUnavailable) as exc:  # the latter: its service key
             verdicts.append(exc)
-    return verdicts
+    return snapshot, verdicts
+
+
+def _check_key(snapshot: Any, kid: str | None, now: float) -> None:
+    """``key_retired`` when the key that verified the connection's token no longer can."""
+    entry = snapshot.by_kid.get(kid) if kid is not None else None
+    if entry is not None and not entry.usable(now):
+        state = entry.state(now)
+        raise TokenError(
+            "key_retired", f"key {kid} is {state}", kid=kid, state=state, since=entry.stopped_at()
+        )
 
 
 class Watcher:
@@ -69,7 +90,6 @@ class Watcher:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.connections: set[Connection] = set()
-        self.snapshot: Any = None
 
     @classmethod
     def join(cls, connection: Connection) -> Watcher:
@@ -97,30 +117,37 @@ class Watcher:
                 del self.running[self.loop]
 
     async def tick(self) -> None:
-        live = [c for c in self.connections if not c.closed]
         try:
             snapshot = await _read_snapshot()
-            if snapshot is not self.snapshot:
-                await self.recheck(live)
-                self.snapshot = snapshot
+            # Listed after the await: a socket that identified meanwhile is in the list.
+            stale = [c for c in self.live() if c.checked_against is not snapshot]
+            if stale:
+                await self.recheck(stale)
         except KeyStoreUnavailable:
             # Fail closed: a revocation made elsewhere could not be seen.
             logger.warning("chat websockets closed: the key store cannot be read")
-            for connection in live:
+            for connection in self.live():
                 await connection.unavailable(log=False)
             return
         now = clock.now()
-        for connection in live:
+        for connection in self.live():
             await connection.on_tick(now)
 
-    async def recheck(self, live: list[Connection]) -> None:
-        checked = [(c, c.token) for c in live if c.identity is not None]
-        entries = [(token, c.subject) for c, token in checked]
-        verdicts = await database_sync_to_async(recheck_tokens)(entries)
+    def live(self) -> list[Connection]:
+        return [c for c in self.connections if not c.closed]
+
+    async def recheck(self, stale: list[Connection]) -> None:
+        checked = [(c, c.token) for c in stale if c.identity is not None]
+        entries = [(token, c.subject, c.identity.kid) for c, token in checked]  # type: ignore[union-attr]
+        snapshot, verdicts = await database_sync_to_async(recheck_tokens)(entries)
         for (connection, token), error in zip(checked, verdicts, strict=True):
-            if error is None or connection.token != token:  # fine, or renewed meanwhile
+            if connection.token != token:
+                # Renewed meanwhile: that check recorded the snapshot it used; if it
+                # is not the current one, the next tick checks this socket again.
                 continue
-            if isinstance(error, TokenError):
+            if error is None:
+                connection.checked_against = snapshot
+            elif isinstance(error, TokenError):
                 await connection.refuse(error)
             else:
                 await connection.unavailable()
