@@ -218,13 +218,21 @@ def user_id_of(claims: dict[str, Any]) -> str:
 
 
 def check_revocation(user_id: str, claims: dict[str, Any], snap: Snapshot) -> None:
+    """Step 8's user revocation: ``iat`` before the latest one, or no ``iat`` and an
+    ``exp`` after the first one (or none). Times were checked to be numbers (step 6)."""
     if not snap.revoked_users:  # the usual case: nobody revoked
         return
     revoked_at = snap.revoked_users.get(user_id)
-    if revoked_at is not None:
-        iat = claims.get("iat")
-        if type(iat) not in (int, float) or iat < revoked_at:
-            raise TokenError("token_revoked", revoked_at=revoked_at)
+    if revoked_at is None:
+        return
+    iat = claims.get("iat")
+    if iat is not None:
+        refused = iat < revoked_at
+    else:
+        exp = claims.get("exp")
+        refused = exp is None or exp > snap.revoked_first.get(user_id, revoked_at)
+    if refused:
+        raise TokenError("token_revoked", revoked_at=revoked_at)
 
 
 def _verify_full(
