@@ -19,13 +19,17 @@ class SharedInTests(BaseCache):
         super().__init__(params)
         self._data = LocMemCache(f"shared-in-tests:{location}", params)
 
-    def add(self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
+    def add(
+        self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> bool:
         return self._data.add(key, value, timeout, version)
 
     def get(self, key: str, default: Any = None, version: Any = None) -> Any:
         return self._data.get(key, default, version)
 
-    def set(self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> None:
+    def set(
+        self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> None:
         self._data.set(key, value, timeout, version)
 
     def touch(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:

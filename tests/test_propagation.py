@@ -6,6 +6,8 @@ The "other worker" is a snapshot kept aside and put back (see test_store_version
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db import DatabaseError
 from django.test import override_settings
@@ -139,9 +141,7 @@ def test_a_cache_servers_do_not_share_is_never_used(
 
 
 @pytest.mark.django_db
-def test_by_default_no_cache_is_trusted_the_database_is_polled(
-    settings, django_assert_num_queries
-):
+def test_by_default_no_cache_is_trusted_the_database_is_polled(settings, django_assert_num_queries):
     """A Redis cache as "default" is not taken for shared unless KEY_CACHE_ALIAS says so."""
     settings.CACHES = {"default": {"BACKEND": "tests.shared_cache.SharedInTests"}}
     assert "KEY_CACHE_ALIAS" not in settings.CHAT_SECURITY
@@ -197,3 +197,65 @@ def test_e018_e019_key_cache_alias(alias, expected, settings):
 @override_settings(CHAT_SECURITY={"KEY_CACHE_ALIAS": None})
 def test_no_alias_means_polling():
     assert propagation.shared_cache() is None and propagation.read_marker() is None
+
+
+@pytest.mark.django_db
+def test_the_backoff_is_capped_however_long_the_database_stays_down(monkeypatch):
+    """Issue 16, item 4: 0.05 * 2**failures overflowed after 1024 failures in a row."""
+    keyring.get_snapshot()
+
+    def broken(*args, **kwargs):
+        raise DatabaseError("server closed the connection")
+
+    monkeypatch.setattr(keyring, "_unchanged", broken)
+    keyring._State.failures = 5000
+    keyring._State.checked_at = keyring._State.retry_at = -1e9
+    with pytest.raises(KeyStoreUnavailable):
+        keyring.get_snapshot()  # not OverflowError
+    assert 0 < keyring._State.retry_at - time.monotonic() <= keyring.MAX_RETRY_SECONDS
+    delays = [keyring.retry_delay(n) for n in range(1, 3000)]
+    assert delays[0] == keyring.FIRST_RETRY_SECONDS
+    assert delays == sorted(delays) and max(delays) == keyring.MAX_RETRY_SECONDS
+
+
+class _Monotonic:
+    """keyring's view of time.monotonic, moved by the test."""
+
+    def __init__(self) -> None:
+        self.t = time.monotonic()
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+@pytest.mark.django_db
+def test_a_change_made_behind_the_stores_back_is_seen_within_the_maximum_age(monkeypatch, settings):
+    """Issue 16, item 8: QuerySet.update moves no version; the snapshot had no age limit."""
+    settings.CHAT_SECURITY = {**settings.CHAT_SECURITY, "KEY_CACHE_SECONDS": 1}
+    fake = _Monotonic()
+    monkeypatch.setattr(keyring, "time", fake)
+    key, _ = Key.objects.generate_secret("t")
+    assert keyring.get_snapshot().by_kid[key.kid].revoked_at is None
+    Key.objects.filter(kid=key.kid).update(revoked_at=key.created_at)  # no version moves
+    fake.t += keyring.MAX_SNAPSHOT_AGE - 1
+    assert keyring.get_snapshot().by_kid[key.kid].revoked_at is None  # allowed: not yet
+    fake.t += 1
+    assert keyring.get_snapshot().by_kid[key.kid].revoked_at is not None
+
+
+@pytest.mark.django_db
+def test_an_unchanged_store_costs_one_small_query_per_interval_until_the_maximum_age(
+    monkeypatch, settings, django_assert_num_queries
+):
+    settings.CHAT_SECURITY = {**settings.CHAT_SECURITY, "KEY_CACHE_SECONDS": 1}
+    fake = _Monotonic()
+    monkeypatch.setattr(keyring, "time", fake)
+    Key.objects.generate_secret("t")
+    first = keyring.get_snapshot()
+    fake.t += 1
+    with django_assert_num_queries(1):  # the version
+        assert keyring.get_snapshot() is first
+    fake.t += keyring.MAX_SNAPSHOT_AGE
+    with django_assert_num_queries(3):  # config, keys, revocations: a rebuild
+        again = keyring.get_snapshot()
+    assert again is not first and again.keyset is first.keyset  # nothing re-parsed

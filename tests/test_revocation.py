@@ -14,9 +14,11 @@ import pytest
 from chat_security import keyring, tokens
 from chat_security.exceptions import TokenError
 from chat_security.models import RevokedUser
-from tests.chat_helpers import secret, sign  # noqa: F401 (a fixture)
+from tests import chat_helpers
+from tests.chat_helpers import sign
 
 pytestmark = pytest.mark.django_db
+secret = chat_helpers.secret
 
 DAY = 86400.0
 
@@ -66,9 +68,7 @@ def test_tokens_issued_after_the_revocation_are_accepted(secret, clock, settings
     assert code_of(sign(value, {"sub": "alice", "iat": clock()})) is None
 
 
-def test_a_token_without_iat_that_expired_before_the_revocation_is_not_its_business(
-    secret, clock
-):
+def test_a_token_without_iat_that_expired_before_the_revocation_is_not_its_business(secret, clock):
     """Only tokens without iat whose exp is after T are refused (refused later as expired)."""
     key, value = secret
     token = sign(value, {"sub": "alice", "exp": clock() - 5})  # within LEEWAY: still valid

@@ -554,6 +554,109 @@ async def test_revoked_key_closes_open_sockets(secret, token_for):
             await finish(comm)
 
 
+@pytest.mark.parametrize("another_key", [False, True])
+async def test_revoked_key_closes_a_socket_whose_token_names_no_kid(secret, clock, another_key):
+    """Issue 16, item 7: SPEC §10 says key_retired, whatever the token's header holds.
+
+    Without the connection's own key, the engine alone answers invalid_signature
+    (another secret is usable) or security_not_configured (none is).
+    """
+    key, value = secret
+    token = sign(value, {"sub": "u-1", "iat": int(clock.t), "exp": int(clock.t) + 3600})
+    with chat_settings(**FAST):
+        comm = await open_socket(guarded(), token)
+        await expect_identified(comm, "u-1")
+        if another_key:
+            await in_db(Key.objects.rotate_secret, grace=3600)
+        await _closes_within_bound(comm, "key_retired", lambda: in_db(Key.objects.revoke, key.kid))
+
+
+async def test_a_socket_that_identifies_while_a_tick_reads_the_store_is_rechecked(
+    secret, token_for, monkeypatch
+):
+    """Issue 16, item 2: the tick listed its connections before awaiting the store.
+
+    A socket that identified during that await, against the snapshot of just
+    before a revocation, was in no list, and later ticks saw no change: it
+    stayed open on a revoked key. The tick's read of the store is made to
+    open that socket and then revoke the key, once.
+    """
+    opened = []
+    real_read = websocket.watcher._read_snapshot
+
+    async def read_while_a_socket_identifies():
+        if not opened:
+            late = await open_socket(guarded(), token_for("late"))
+            await expect_identified(late, "late")
+            opened.append(late)
+            await in_db(Key.objects.revoke, secret[0].kid)
+        return await real_read()
+
+    with chat_settings(**FAST):
+        early = await open_socket(guarded(), token_for("early"))
+        await expect_identified(early, "early")
+        monkeypatch.setattr(websocket.watcher, "_read_snapshot", read_while_a_socket_identifies)
+        await expect_close(early, 4401, "key_retired", timeout=2)
+        assert opened
+        await expect_close(opened[0], 4401, "key_retired", timeout=2)
+    await finish(early)
+    await finish(opened[0])
+
+
+class _Socket:
+    """What the watcher reads and calls on a connection; a real Connection stands behind none."""
+
+    def __init__(self, token: str, kid: str) -> None:
+        self.token, self.subject, self.closed = token, "u-1", False
+        self.identity = type("Identity", (), {"kid": kid})()
+        self.checked_against = keyring.get_snapshot()
+        self.refused: list[str] = []
+
+    async def refuse(self, error):
+        self.refused.append(error.code)
+        self.closed = True
+
+    async def unavailable(self, log=True):
+        self.refused.append("unavailable")
+        self.closed = True
+
+    async def on_tick(self, now):
+        pass
+
+
+async def test_a_socket_renewed_while_the_watcher_rechecks_is_checked_again(
+    secret, token_for, clock, monkeypatch
+):
+    """Issue 16, item 2: a renewal during the recheck's thread hop skipped that socket for good.
+
+    The recheck finds the old token refused but sees a new one and rightly
+    leaves the socket alone; the watcher then took the new snapshot as seen
+    by every socket, though the renewal was verified against the one before
+    the revocation. Now the socket keeps the snapshot its renewal used, and
+    the next tick checks it again.
+    """
+    socket = await in_db(_Socket, token_for("u-1"), secret[0].kid)
+    renewed = await in_db(token_for, "u-1", iat=int(clock.t) + 1)
+    # The client's renewal is verified just before the revocation commits...
+    before = await in_db(keyring.get_snapshot)
+    await in_db(tokens.verify, renewed)
+    await in_db(Key.objects.revoke, secret[0].kid)
+    real_recheck = websocket.watcher.recheck_tokens
+
+    def recheck_during_a_renewal(entries):
+        if socket.token != renewed:  # ...and adopted while the watcher's recheck runs
+            socket.token, socket.checked_against = renewed, before
+        return real_recheck(entries)
+
+    monkeypatch.setattr(websocket.watcher, "recheck_tokens", recheck_during_a_renewal)
+    watcher = websocket.watcher.Watcher(asyncio.get_running_loop())
+    watcher.connections.add(socket)
+    await watcher.tick()
+    assert socket.refused == []  # the old token's verdict does not apply to the new one
+    await watcher.tick()
+    assert socket.refused == ["key_retired"]
+
+
 async def test_revoke_user_closes_that_users_sockets_only(secret, token_for, clock):
     with chat_settings(**FAST):
         alice = await open_socket(guarded(), token_for("alice"))
