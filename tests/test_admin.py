@@ -19,10 +19,11 @@ from django.test import Client, override_settings
 from django.urls import path
 from joserfc.jwk import RSAKey
 
-from chat_security import usage, views
-from chat_security.models import AuditEntry, Key, KeyKind, SecurityConfig, TrafficStat
+from chat_security import tokens, usage, views
+from chat_security.exceptions import TokenError
+from chat_security.models import AuditEntry, Key, KeyKind, RevokedUser, SecurityConfig, TrafficStat
 from tests import tokencraft as tc
-from tests.test_admin_permissions import BASE, client_for
+from tests.test_admin_permissions import BASE, REVOKED, client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -55,7 +56,8 @@ def errors(response) -> list[str]:
 
 def store_state() -> tuple:
     rows = sorted((k.kid, str(k.state()), k.grace_until, k.revoked_at) for k in Key.objects.all())
-    return rows, SecurityConfig.load().enabled, AuditEntry.objects.count()
+    revoked = sorted(RevokedUser.objects.values_list("user_id", "revoked_at", "first_revoked_at"))
+    return rows, revoked, SecurityConfig.load().enabled, AuditEntry.objects.count()
 
 
 # -- the page -----------------------------------------------------------------------
@@ -614,3 +616,198 @@ def test_recent_audit_entries_on_the_panel(admin_client_):
     audit = content[content.index('id="audit"') :]
     assert "security_off" in audit and "generate_secret" in audit and key.kid in audit
     assert audit.index("security_off") < audit.index("generate_secret")  # newest first
+
+
+# -- 8. Revoke a user ------------------------------------------------------------------------
+
+
+def code_of(token: str) -> str | None:
+    try:
+        tokens.verify(token)
+    except TokenError as exc:
+        return exc.code
+    return None
+
+
+def revoke_user(client: Client, user_id: str, **extra) -> object:
+    """The two POSTs a person makes: the form, then the confirmation page's button."""
+    confirm = client.post(BASE + "user/revoke/", {"user_id": user_id, **extra})
+    assert confirm.status_code == 200
+    assert 'name="confirm" value="yes"' in confirm.content.decode()
+    return client.post(BASE + "user/revoke/", {"user_id": user_id, "confirm": "yes"}, follow=True)
+
+
+def test_panel_has_a_revoke_user_section(admin_client_):
+    content = admin_client_.get(BASE).content.decode()
+    section = content[content.index('id="revoke-user"') :]
+    section = section[: section.index("</section>")]
+    assert ">Revoke a user</h2>" in section
+    assert 'action="/admin/chat_security/securityconfig/user/revoke/#revoke-user"' in section
+    assert 'name="csrfmiddlewaretoken"' in section
+    assert re.search(r'<input type="text" name="user_id"[^>]*maxlength="255"', section)
+    assert 'value="Revoke user…"' in section
+    assert "No user has been revoked." in section
+    assert f'href="{REVOKED}">All revoked users (0)' in section
+    assert '<a href="#revoke-user">Revoke a user</a>' in content  # in the section list
+
+
+def test_revoke_user_asks_for_confirmation_first(admin_client_):
+    before = store_state()
+    response = admin_client_.post(BASE + "user/revoke/", {"user_id": "alice"})
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "<h1>Revoke user alice?</h1>" in content
+    assert re.search(r"&rsaquo; Revoke a user\s*</div>", content)  # breadcrumbs
+    assert "Every token of this user issued before the moment you confirm" in content
+    assert "Every token of this user without iat is refused too" in content
+    assert "Tokens your site issues for this user after this moment are accepted" in content
+    assert "already revoked" not in content
+    assert 'action="/admin/chat_security/securityconfig/user/revoke/"' in content
+    assert '<input type="hidden" name="user_id" value="alice">' in content
+    assert 'value="Yes, revoke this user now"' in content
+    assert store_state() == before  # nothing revoked, nothing audited yet
+
+
+def test_revoke_user_refuses_the_users_tokens(admin_client_, clock):
+    _key, secret = generate(admin_client_)
+    now = int(clock.t)
+    older = tc.hs256(secret, {"sub": "alice", "iat": now - 60, "exp": now + 3600})
+    no_iat = tc.hs256(secret, {"sub": "alice", "exp": now + 3600})
+    other = tc.hs256(secret, {"sub": "bob", "iat": now - 60, "exp": now + 3600})
+    assert code_of(older) is None and code_of(no_iat) is None  # accepted (and cached) before
+
+    clock.advance(5)
+    response = revoke_user(admin_client_, "alice")
+    assert response.redirect_chain == [(BASE + "#revoke-user", 302)]
+    assert (
+        "User alice is revoked. From now on every token of this user issued before "
+        "2027-01-15 08:00:05 UTC is refused (token_revoked), and so is every token of "
+        "this user without iat. Tokens issued after that are accepted."
+    ) in response.content.decode()
+
+    revoked = RevokedUser.objects.get(user_id="alice")
+    assert revoked.revoked_at.timestamp() == now + 5 and revoked.revoked_by == "admin"
+    entry = AuditEntry.objects.get(action="revoke_user")
+    assert (entry.actor, entry.detail) == ("admin", "alice")
+    assert code_of(older) == "token_revoked"
+    assert code_of(no_iat) == "token_revoked"
+    assert code_of(other) is None
+    clock.advance(1)
+    newer = tc.hs256(secret, {"sub": "alice", "iat": int(clock.t), "exp": int(clock.t) + 60})
+    assert code_of(newer) is None
+
+
+def test_revoked_user_is_listed_on_the_panel_and_in_the_audit(admin_client_, clock):
+    revoke_user(admin_client_, "alice")
+    clock.advance(3600)
+    content = revoke_user(admin_client_, "bob").content.decode()
+    section = content[content.index('id="revoke-user"') :]
+    section = section[: section.index("</section>")]
+    assert section.index("<code>bob</code>") < section.index("<code>alice</code>")  # newest first
+    assert '2027-01-15 08:00:00 UTC <span class="chat-quiet">(60 min ago)</span>' in section
+    assert f'href="{REVOKED}">All revoked users (2)' in section
+    audit = content[content.index('id="audit"') :]
+    assert re.search(r"<td>revoke_user</td><td></td><td>bob</td>", audit)
+
+
+def test_revoking_again_says_so_and_moves_the_cut_off(admin_client_, clock):
+    revoke_user(admin_client_, "alice")
+    clock.advance(7200)
+    confirm = admin_client_.post(BASE + "user/revoke/", {"user_id": "alice"}).content.decode()
+    assert (
+        "This user was already revoked at 2027-01-15 08:00:00 UTC (2 h ago); revoking "
+        "again also refuses the tokens issued since then."
+    ) in confirm
+    revoke_user(admin_client_, "alice")
+    revoked = RevokedUser.objects.get(user_id="alice")
+    assert revoked.revoked_at.timestamp() == clock.t
+    assert revoked.first_revoked_at.timestamp() == clock.t - 7200
+    assert AuditEntry.objects.filter(action="revoke_user", detail="alice").count() == 2
+    panel = admin_client_.get(BASE).content.decode()
+    assert "first revoked 2027-01-15 08:00:00 UTC" in panel
+
+
+@pytest.mark.parametrize(
+    ("user_id", "message"),
+    [
+        ("", "This field is required."),
+        (" alice", "without leading or trailing spaces"),
+        ("alice ", "without leading or trailing spaces"),
+        ("a\tb", "printable ASCII"),
+        ("a\x7fb", "printable ASCII"),
+        ("ålice", "printable ASCII"),
+        ("a\u2028b", "printable ASCII"),
+        ("x" * 256, "1–255 characters"),
+        ("a\x00b", "Null characters are not allowed."),
+    ],
+)
+@pytest.mark.parametrize("confirm", ["", "yes"])
+def test_revoke_user_refuses_what_the_engine_refuses(admin_client_, user_id, message, confirm):
+    before = store_state()
+    response = admin_client_.post(BASE + "user/revoke/", {"user_id": user_id, "confirm": confirm})
+    assert response.status_code == 200
+    assert any(message in e for e in errors(response)), errors(response)
+    content = response.content.decode()
+    assert "Please correct the errors below." in content
+    assert 'class="form-row field-user_id errors"' in content
+    assert store_state() == before
+
+
+def test_the_longest_and_oddest_valid_user_ids_are_revoked_as_given(admin_client_):
+    for user_id in ("x" * 255, "-1", "a b", "<script>&\"'"):
+        revoke_user(admin_client_, user_id)
+        assert RevokedUser.objects.filter(user_id=user_id).exists()
+
+
+def test_revoke_user_escapes_the_user_id_everywhere(admin_client_):
+    user_id = '<img src=x onerror="alert(1)">'
+    confirm = admin_client_.post(BASE + "user/revoke/", {"user_id": user_id}).content.decode()
+    done = revoke_user(admin_client_, user_id).content.decode()
+    listing = admin_client_.get(REVOKED).content.decode()
+    for page in (confirm, done, listing):
+        assert "<img src=x" not in page
+        assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
+    assert 'value="&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"' in confirm  # hidden input
+
+
+# -- 9. Revoked users (read-only list) --------------------------------------------------------
+
+
+def test_revoked_users_list_newest_first_with_count_and_search(admin_client_, clock):
+    for name in ("alice", "bob", "carol"):
+        RevokedUser.objects.revoke(name, "cli")
+        clock.advance(60)
+    response = admin_client_.get(REVOKED)
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "<title>Revoked users | Django site admin</title>" in content
+    assert "<h1>Revoked users</h1>" in content
+    assert content.index("carol") < content.index("bob") < content.index("alice")
+    assert "3 revoked users" in content
+    assert "2027-01-15 08:02:00 UTC" in content  # carol, in UTC to the second
+    assert "Every token of a revoked user with an <code>iat</code> before" in content
+    assert f'href="{BASE}#revoke-user">Revoke a user…</a>' in content
+    assert f'href="{BASE}">Developer – WebChat</a>' in content
+    assert "/add/" not in content and 'name="action"' not in content  # nothing to change
+    assert "/change/" not in content  # rows are not links: there is nothing more to see
+    found = admin_client_.get(REVOKED, {"q": "bo"}).content.decode()
+    assert "bob" in found and "carol" not in found and "alice" not in found
+
+
+def test_revoked_users_list_is_paginated(admin_client_, clock):
+    for n in range(60):
+        RevokedUser.objects.revoke(f"user-{n:02d}")
+        clock.advance(1)
+    first = admin_client_.get(REVOKED).content.decode()
+    assert "60 revoked users" in first
+    assert "user-59" in first and "user-10" in first and "user-09" not in first
+    second = admin_client_.get(REVOKED, {"p": "2"}).content.decode()
+    assert "user-09" in second and "user-00" in second and "user-10" not in second
+
+
+def test_revoked_users_list_is_reachable_from_the_panel(admin_client_):
+    content = admin_client_.get(BASE).content.decode()
+    tools = content[content.index('<ul class="object-tools">') :]
+    tools = tools[: tools.index("</ul>")]
+    assert f'<a href="{REVOKED}">Revoked users</a>' in tools
+    assert ">Full audit log</a>" in tools

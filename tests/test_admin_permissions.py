@@ -9,13 +9,14 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from chat_security.models import AuditEntry, Key, KeyKind, SecurityConfig
+from chat_security.models import AuditEntry, Key, KeyKind, RevokedUser, SecurityConfig
 from tests import tokencraft as tc
 
 pytestmark = pytest.mark.django_db
 
 BASE = "/admin/chat_security/securityconfig/"
 AUDIT = "/admin/chat_security/auditentry/"
+REVOKED = "/admin/chat_security/revokeduser/"
 ROLES = ("anonymous", "staff", "support", "admin", "superuser")
 
 
@@ -62,7 +63,8 @@ def snapshot() -> tuple:
     keys = sorted(
         (k.kid, k.kind, str(k.state()), k.grace_until, k.revoked_at) for k in Key.objects.all()
     )
-    return keys, SecurityConfig.load().enabled, AuditEntry.objects.count()
+    revoked = sorted(RevokedUser.objects.values_list("user_id", "revoked_at"))
+    return keys, revoked, SecurityConfig.load().enabled, AuditEntry.objects.count()
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ class Action:
     manage: bool = True  # False: support staff may use it too
 
     def url(self, store: Store) -> str:
-        return BASE + self.path.format(service=store.service_kid)
+        path = self.path.format(service=store.service_kid)
+        return path if path.startswith("/") else BASE + path
 
     def data(self, store: Store) -> dict[str, str]:
         if self.name == "generate_secret":
@@ -86,6 +89,7 @@ class Action:
             "add_public_key": {"public_key": tc.public_pem(tc.rsa_key(0))},
             "service_key": {"grace_hours": "1"},
             "test_token": {"token": "abc.def.ghi"},
+            "revoke_user": {"user_id": "alice", "confirm": "yes"},
         }.get(self.name, {})
 
 
@@ -101,6 +105,8 @@ ACTIONS = [
     Action("service_key_pem", "GET", "service-key/{service}/public.pem"),
     Action("service_key_jwk", "GET", "service-key/{service}/public.jwk"),
     Action("test_token", "POST", "test-token/", manage=False),
+    Action("revoke_user", "POST", "user/revoke/"),
+    Action("revoked_users", "GET", REVOKED, manage=False),
 ]
 #: What a permitted user gets: 302 = done and redirected to the panel (PRG);
 #: 200 = a page (the panel, the one-time secret, the tester's result, a file).
@@ -116,6 +122,8 @@ SUCCESS = {
     "service_key_pem": 200,
     "service_key_jwk": 200,
     "test_token": 200,
+    "revoke_user": 302,
+    "revoked_users": 200,
 }
 
 
@@ -173,7 +181,7 @@ def test_get_with_action_parameters_in_the_query_string_changes_nothing(store):
     before = snapshot()
     for action in ACTIONS:
         if action.method == "POST":
-            query = {"enabled": "off", "confirm": "yes", "kid": store.secret_kid}
+            query = {"enabled": "off", "confirm": "yes", "kid": store.secret_kid, "user_id": "a"}
             assert client.get(action.url(store), query).status_code == 405
     assert client.get(BASE, {"enabled": "off", "kid": store.secret_kid}).status_code == 200
     assert snapshot() == before
@@ -244,6 +252,68 @@ def test_admin_index_links(role, sees_panel, sees_audit, store):
     content = client_for(role).get("/admin/").content.decode()
     assert (f'href="{BASE}"' in content) is sees_panel
     assert (f'href="{AUDIT}"' in content) is sees_audit
+    assert (f'href="{REVOKED}"' in content) is sees_panel  # whoever sees the panel
+
+
+# -- Revoke a user, and the list of revoked users ----------------------------------------
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_revoke_user_confirmation_page_is_for_admins_and_changes_nothing(role, store):
+    before = snapshot()
+    response = client_for(role).post(BASE + "user/revoke/", {"user_id": "alice"})
+    expected = {"anonymous": 302, "staff": 403, "support": 403}.get(role, 200)
+    assert response.status_code == expected
+    if expected == 200:
+        assert "Revoke user alice?" in response.content.decode()
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_revoke_user_form_is_shown_to_admins_only(role, store):
+    response = client_for(role).get(BASE)
+    if role in ("anonymous", "staff"):
+        assert response.status_code == {"anonymous": 302, "staff": 403}[role]
+        return
+    content = response.content.decode()
+    manage = role in ("admin", "superuser")
+    assert ('id="revoke-user"' in content) is manage
+    assert ('name="user_id"' in content) is manage
+    assert f'<a href="{REVOKED}">Revoked users</a>' in content  # read-only: everyone here
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_revoked_users_list_is_read_only(role, store):
+    RevokedUser.objects.revoke("alice", "setup")
+    revoked = RevokedUser.objects.get()
+    client = client_for(role)
+    listing = client.get(REVOKED)
+    detail = client.get(f"{REVOKED}{revoked.pk}/change/")
+    expected = {"anonymous": 302, "staff": 403}.get(role, 200)
+    assert listing.status_code == expected
+    assert detail.status_code == expected
+    if expected != 200:
+        return
+    content = listing.content.decode()
+    assert "<code>alice</code>" not in content and ">alice<" in content
+    assert ("Revoke a user…" in content) is (role in ("admin", "superuser"))
+    assert b'name="user_id"' not in detail.content  # read-only: no inputs
+    before = snapshot()
+    assert client.get(f"{REVOKED}add/").status_code == 403
+    assert client.post(f"{REVOKED}add/", {"user_id": "bob"}).status_code == 403
+    assert client.post(f"{REVOKED}{revoked.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert client.post(f"{REVOKED}{revoked.pk}/change/", {"user_id": "x"}).status_code == 403
+    assert snapshot() == before
+
+
+def test_django_view_permission_on_revoked_users_also_shows_the_list(store):
+    user = User.objects.create_user("auditor", "a@example.com", "pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_revokeduser"))
+    client = Client()
+    client.force_login(user)
+    assert client.get(REVOKED).status_code == 200
+    assert client.get(BASE).status_code == 403  # the panel still needs test_tokens
+    assert client.post(BASE + "user/revoke/", {"user_id": "a", "confirm": "yes"}).status_code == 403
 
 
 def test_support_sees_only_the_tester(store):
@@ -258,6 +328,8 @@ def test_support_sees_only_the_tester(store):
         store.secret_kid,
         store.service_kid,
         "Full audit log",
+        "Revoke a user",
+        "Revoke user…",
         Key.objects.get(kid=store.secret_kid).prefix,
     ):
         assert hidden not in content

@@ -1,7 +1,8 @@
 """The admin: the Developer – WebChat panel, the audit log and chat contacts.
 
 Django's autodiscovery imports this package, which registers the ModelAdmins.
-Its modules: ``panel`` (the panel's views), ``data`` (what the panel shows),
+Its modules: ``panel`` (the panel's views), ``revocations`` (*Revoke a user*
+and the read-only list of revoked users), ``data`` (what the panel shows),
 ``forms``, ``diagnose`` (the token tester's explanations), ``timefmt`` (times
 in words, UTC) and ``contacts`` (the contact admin with the GDPR deletion).
 Nothing outside this package imports it (tests/test_layout.py).
@@ -22,11 +23,12 @@ from django.urls import URLPattern, path
 
 from ..models import AuditEntry, SecurityConfig
 from . import contacts  # noqa: F401  (contact admin with the GDPR delete action)
-from .panel import DeveloperPanelMixin, can_manage, can_test
+from .panel import can_manage, can_test
+from .revocations import RevokeUserMixin  # also registers the revoked-users list
 
 
 @admin.register(SecurityConfig)
-class SecurityConfigAdmin(DeveloperPanelMixin, admin.ModelAdmin):
+class SecurityConfigAdmin(RevokeUserMixin, admin.ModelAdmin):
     """The panel. Admins (manage_keys) see everything; support (test_tokens) the tester."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -61,6 +63,7 @@ class SecurityConfigAdmin(DeveloperPanelMixin, admin.ModelAdmin):
                 "secret/rotate/", wrap(self.rotate_secret_view), name="chat_security_rotate_secret"
             ),
             path("key/revoke/", wrap(self.revoke_view), name="chat_security_revoke_key"),
+            path("user/revoke/", wrap(self.revoke_user_view), name="chat_security_revoke_user"),
             path(
                 "public-key/add/",
                 wrap(self.add_public_key_view),

@@ -17,11 +17,12 @@ from .. import clock, views
 from .. import usage as usage_counters
 from ..conf import app_settings
 from ..exceptions import ERROR_CODES
-from ..models import AuditEntry, Key, KeyKind, KeyState, SecurityConfig, TrafficStat
+from ..models import AuditEntry, Key, KeyKind, KeyState, RevokedUser, SecurityConfig, TrafficStat
 from .forms import default_grace_hours
 from .timefmt import relative, utc
 
 RECENT_AUDIT = 10
+RECENT_REVOKED_USERS = 5
 #: Where the README tells projects to route ``chat_security.views.jwks``.
 JWKS_SUGGESTED_PATH = "/.well-known/chat-security/jwks.json"
 ANCHORS = {
@@ -171,7 +172,59 @@ def manager_data(request: HttpRequest, now: float) -> dict[str, Any]:
             "admin:chat_security_auditentry_changelist",
             current_app=getattr(request, "current_app", None),
         ),
+        **revoked_users_summary(now),
     }
+
+
+# -- revoked users ---------------------------------------------------------------------
+
+
+def exact_utc(value: datetime) -> str:
+    """To the second: a revocation refuses tokens by ``iat``, which has seconds."""
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def revoked_user_row(revoked: RevokedUser, now: float) -> dict[str, Any]:
+    first = revoked.first_revoked_at
+    return {
+        "user_id": revoked.user_id,
+        "since": exact_utc(revoked.revoked_at),
+        "since_relative": relative(revoked.revoked_at.timestamp(), now),
+        # shown only when a later revocation moved the iat cut-off
+        "first": exact_utc(first) if first and first != revoked.revoked_at else "",
+        "by": revoked.revoked_by,
+    }
+
+
+def revoked_users_summary(now: float) -> dict[str, Any]:
+    """The panel's *Revoke a user* section: the newest few and how many in all."""
+    newest = RevokedUser.objects.order_by("-revoked_at", "-pk")[:RECENT_REVOKED_USERS]
+    return {
+        "revoked_users": [revoked_user_row(r, now) for r in newest],
+        "revoked_users_count": RevokedUser.objects.count(),
+    }
+
+
+def revoke_user_warnings(user_id: str, now: float) -> list[str]:
+    """What revoking ``user_id`` refuses (SPEC §3 step 8), for the confirmation page."""
+    warnings = [
+        "Every token of this user issued before the moment you confirm (an iat before "
+        "it) is refused with token_revoked, on the chat API and on WebSockets.",
+        "Every token of this user without iat is refused too, unless it had already expired.",
+        "Open chat connections of this user are closed (token_revoked).",
+        "Tokens your site issues for this user after this moment are accepted: this ends "
+        "the sessions the user has now. To keep them out, also stop issuing tokens for them.",
+    ]
+    existing = RevokedUser.objects.filter(user_id=user_id).first()
+    if existing is not None:
+        warnings.insert(
+            0,
+            f"This user was already revoked at {exact_utc(existing.revoked_at)} "
+            f"({relative(existing.revoked_at.timestamp(), now)}); revoking again also "
+            "refuses the tokens issued since then.",
+        )
+    warnings.append("A revocation cannot be undone.")
+    return warnings
 
 
 def revoke_warnings(key: Key, now: float) -> list[str]:

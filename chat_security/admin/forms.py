@@ -10,10 +10,12 @@ from typing import Any
 
 from django import forms
 from django.core.validators import RegexValidator
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
-from .. import keys
+from .. import keys, tokens
 from ..conf import MAX_GRACE_HOURS, app_settings
+from ..exceptions import TokenError
 from ..models import Key
 
 #: The tester accepts more than MAX_TOKEN_BYTES so that an oversized token gets
@@ -81,6 +83,33 @@ class RevokeKeyForm(forms.Form):
             )
         self.key = key
         return kid
+
+
+class RevokeUserForm(forms.Form):
+    """Revoke a user id (``revoke-user``); the first POST asks for confirmation."""
+
+    user_id = forms.CharField(
+        label=_("User id"),
+        # Not stripped: " alice" is not alice. The engine refuses it, so do we.
+        strip=False,
+        widget=forms.TextInput(
+            attrs={
+                "class": "vTextField chat-mono",
+                "maxlength": 255,
+                "autocomplete": "off",
+                "spellcheck": "false",
+            }
+        ),
+        help_text=_("Exactly as your tokens carry it in sub (or userId)."),
+    )
+    confirm = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    def clean_user_id(self) -> str:
+        """The engine's own rule for user ids (SPEC §3 step 7), as the CLI applies it."""
+        try:
+            return tokens.user_id_of({"sub": self.cleaned_data["user_id"]})
+        except TokenError as exc:
+            raise forms.ValidationError(f"{capfirst(exc.detail)}.", code=exc.code) from exc
 
 
 class PublicKeyForm(forms.Form):

@@ -38,6 +38,7 @@ from .diagnose import Diagnosis, diagnose
 from .forms import (
     PublicKeyForm,
     RevokeKeyForm,
+    RevokeUserForm,
     RotateSecretForm,
     SecuritySwitchForm,
     ServiceKeyForm,
@@ -112,6 +113,7 @@ class DeveloperPanelMixin:
                 rotate_form=RotateSecretForm(),
                 public_key_form=PublicKeyForm(),
                 service_key_form=ServiceKeyForm(),
+                revoke_user_form=RevokeUserForm(),
             )
             data = admin_data.manager_data(request, clock.now())
         forms.update(overrides)

@@ -15,11 +15,12 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from playwright.sync_api import Page, expect
 
-from chat_security.models import AuditEntry, Key, KeyKind
+from chat_security.models import AuditEntry, Key, KeyKind, RevokedUser
 from tests import tokencraft as tc
 from tests.browser.conftest import SCREENSHOTS, save_screenshot
 
 PANEL = "/admin/chat_security/securityconfig/"
+REVOKED = "/admin/chat_security/revokeduser/"
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -220,4 +221,55 @@ def test_support_staff_see_only_the_tester(live_server, panel_page: Page):
     verify_token(page, "abc.def")
     expect(page.locator("#token-result .chat-code")).to_have_text("malformed")
     shot(page, "15-support-tester", "#test-token")
-    assert re.search(r"Rotate|Revoke|Generate", page.inner_text("#content")) is None
+    # "Revoked users" (a read-only list) is the one link; no action is offered.
+    assert re.search(r"Rotate|Revoke\b|Generate", page.inner_text("#content")) is None
+    RevokedUser.objects.revoke("customer-7", "cli")
+    page.click(f'.object-tools a[href="{REVOKED}"]')
+    expect(page.locator("#result_list")).to_contain_text("customer-7")
+    assert page.locator("text=Revoke a user…").count() == 0
+
+
+def test_admin_revokes_a_user(live_server, panel_page: Page):
+    page = panel_page
+    base = live_server.url
+    make_user("ada", "manage_keys")
+    _key, secret = Key.objects.generate_secret("setup")
+    before = tc.hs256(secret, claims())
+    login(page, base, "ada")
+    verify_token(page, before)
+    expect(page.locator("#token-result")).to_contain_text("Valid token")
+
+    # The engine's user-id rule, inline: a leading space is not the same user.
+    page.fill("#id_user_id", " customer-42")
+    page.click("input[value='Revoke user…']")
+    expect(page.locator("#revoke-user .errorlist")).to_contain_text("leading or trailing")
+    assert not RevokedUser.objects.exists()
+
+    # Confirmation first: what is refused from now on, and what is not.
+    page.fill("#id_user_id", "customer-42")
+    page.click("input[value='Revoke user…']")
+    expect(page.locator("h1")).to_have_text("Revoke user customer-42?")
+    expect(page.locator(".breadcrumbs")).to_contain_text("Developer – WebChat › Revoke a user")
+    expect(page.locator(".chat-warning")).to_contain_text("without iat is refused too")
+    assert not RevokedUser.objects.exists()
+    shot(page, "16-revoke-user-confirm")
+    page.click("input[value='Yes, revoke this user now']")
+    message = page.locator("ul.messagelist")
+    expect(message).to_contain_text("User customer-42 is revoked.")
+    expect(message).to_contain_text("and so is every token of this user without iat")
+    expect(page.locator("#revoke-user table")).to_contain_text("customer-42")
+    assert AuditEntry.objects.filter(action="revoke_user", detail="customer-42").exists()
+
+    # The tester now refuses the token it accepted a minute ago.
+    verify_token(page, before)
+    expect(page.locator("#token-result .chat-code")).to_have_text("token_revoked")
+    shot(page, "17-user-revoked")
+
+    # The read-only list, reached from the panel.
+    page.click(f'.object-tools a[href="{REVOKED}"]')
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    expect(page.locator("#result_list")).to_contain_text("customer-42")
+    expect(page.locator("#result_list")).to_contain_text("ada")
+    shot(page, "18-revoked-users")
+    page.click("text=Revoke a user…")
+    expect(page.locator("#id_user_id")).to_be_visible()
