@@ -56,8 +56,10 @@ def kept_token(request: HttpRequest) -> KeptToken | None:
     """The logged-in user's chat token, reused from the session while it is fresh.
 
     ``None`` for anonymous users. Raises :class:`~chat_security.exceptions.ChatSecurityError`
-    when no token can be issued (no active secret, a claims builder returning
-    nonsense) and ``KeyStoreUnavailable`` when the key store cannot be read.
+    when no token can be issued: ``KeyStateError`` without an active secret,
+    ``TokenError`` (with its SPEC §4 code) for claims the verifier would refuse
+    (a ``datetime``, an ``iss`` that is no string, an ``nbf`` in the future), and
+    ``KeyStoreUnavailable`` when the key store cannot be read.
     """
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
@@ -74,7 +76,8 @@ def kept_token(request: HttpRequest) -> KeptToken | None:
 
 
 def issue_for(user: Any) -> KeptToken:
-    """Sign a new token for ``user`` with claims from ``CLAIMS_BUILDER``."""
+    """Sign a new token for ``user`` with claims from ``CLAIMS_BUILDER``; raises as
+    :func:`kept_token` does."""
     claims = build_claims(user)
     sub = claims.pop("sub", None)
     alias = claims.pop("userId", None)

@@ -348,7 +348,11 @@ def issue(sub: str, claims: dict[str, Any] | None = None, ttl: float | None = No
 
     Extra ``claims`` are included as given; ``sub``, ``iat`` and ``exp`` are set
     here. Raises ChatSecurityError when no active secret exists or ``ttl`` is
-    outside 1 s … MAX_TOKEN_LIFETIME, and TokenError(invalid_claim) for a bad ``sub``.
+    outside 1 s … MAX_TOKEN_LIFETIME. Never hands out a token its own verifier
+    would refuse: a bad ``sub``, a claim that is no standard JSON value (a
+    ``datetime``, NaN) or an ``iss`` that is no string is TokenError(invalid_claim),
+    and the signed token goes through the verifier's own steps (not remembered as
+    verified, no use counted), whose refusal is raised with its SPEC §4 code.
     """
     ttl = app_settings.DEFAULT_TOKEN_TTL if ttl is None else ttl
     limit = app_settings.MAX_TOKEN_LIFETIME
@@ -375,9 +379,51 @@ def issue(sub: str, claims: dict[str, Any] | None = None, ttl: float | None = No
         accepted = _accepted(expected)
         if expected is not None and name not in payload and accepted:
             payload[name] = accepted[0]  # our own tokens must pass our own checks
-    token = jwt.encode(payload, key.verify_key, algorithm="HS256", headers={"kid": key.kid})
-    try:
-        parse(token)  # never hand out a token our own verifier would refuse as malformed
-    except TokenError as exc:
-        raise ChatSecurityError(f"the claims cannot be issued: {exc.detail}") from exc
+    token = _sign(payload, key)
+    # The same steps as every reader, so it raises the code they would get. Not
+    # verify_at: an issued token is not a presented one, and must not push the
+    # tokens clients do present out of the verified-token memory.
+    _verify_full(token, None)
     return token
+
+
+@lru_cache(maxsize=1)
+def _standard_json() -> Any:
+    """A JSONEncoder for JSON as the verifier reads it: NaN and Infinity refused
+    (``json`` writes them by default). Only issuing encodes JSON, hence imported here."""
+    from json import JSONEncoder
+
+    class StandardJSON(JSONEncoder):
+        def __init__(self, **options: Any) -> None:
+            super().__init__(**{**options, "allow_nan": False})
+
+    return StandardJSON
+
+
+#: What PyJWT and ``json`` raise for a value they cannot sign: a datetime, a set,
+#: NaN, a cycle (ValueError), nesting beyond the stack, an ``iss`` that is no string.
+_UNSIGNABLE = (TypeError, ValueError, RecursionError)
+
+
+def _encode(payload: dict[str, Any], key: KeyEntry) -> str:
+    return jwt.encode(
+        payload, key.verify_key, algorithm="HS256", headers={"kid": key.kid},
+        json_encoder=_standard_json(),
+    )  # fmt: skip
+
+
+def _sign(payload: dict[str, Any], key: KeyEntry) -> str:
+    """``payload`` signed, or TokenError(invalid_claim) naming the claim (never its value)."""
+    try:
+        return _encode(payload, key)
+    except _UNSIGNABLE as exc:
+        # Their messages are not ours to show: name the claim that fails alone instead.
+        for name, value in payload.items():
+            try:
+                _encode({name: value}, key)
+            except _UNSIGNABLE:
+                label = repr(str(name)[:40])
+                why = "must be a string" if name == "iss" else "is not a standard JSON value"
+                detail = f"claim {label} {why} ({type(value).__name__})"
+                raise TokenError("invalid_claim", detail, claim=name) from exc
+        raise TokenError("invalid_claim", "the claims are not a JSON object") from exc

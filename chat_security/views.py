@@ -8,7 +8,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from . import clock, keyring, keys
-from .exceptions import ChatSecurityError, KeyStoreUnavailable
+from .exceptions import ChatSecurityError, KeyStateError, KeyStoreUnavailable, TokenError
 from .models import Key, KeyKind
 from .session import kept_token
 
@@ -34,12 +34,31 @@ def _no_store(response: JsonResponse) -> JsonResponse:
     return response
 
 
+def _cannot_issue(exc: ChatSecurityError) -> JsonResponse:
+    """503 for a token that cannot be issued: the client can fix none of it."""
+    if isinstance(exc, KeyStateError):
+        error = "security_not_configured"
+        detail = "No chat token can be issued (is there an active signing secret?)."
+    elif isinstance(exc, TokenError):
+        # Claims (from CLAIMS_BUILDER) that the verifier would refuse: server-side
+        # trouble, answered like an outage; the code is a hint, the log names the claim.
+        error = "unavailable"
+        detail = f"No chat token can be issued: it would be refused ({exc.code}); "
+        detail += "check CLAIMS_BUILDER."
+    else:  # our own one-line messages (e.g. a CLAIMS_BUILDER returning no dict)
+        error, detail = "unavailable", f"No chat token can be issued: {exc}."
+    return JsonResponse({"error": error, "detail": detail}, status=503)
+
+
 def chat_token(request: HttpRequest) -> JsonResponse:
     """``GET /api/chat-token``: the logged-in user's kept chat token (SPEC §5).
 
     ``{"token", "expires_at", "refresh_at"}`` with times in POSIX seconds;
     ``refresh_at`` is at 75 % of the lifetime. The same token comes back until
-    then, so widgets may call this on every page load.
+    then, so widgets may call this on every page load. When no token can be
+    issued the answer is a 503 JSON error, never a 500: ``security_not_configured``
+    without an active secret, ``unavailable`` when the key store cannot be read or
+    the claims from ``CLAIMS_BUILDER`` would be refused by the verifier.
     """
     if request.method not in ("GET", "HEAD"):
         response = JsonResponse({"error": "method_not_allowed", "detail": "Use GET."}, status=405)
@@ -51,15 +70,7 @@ def chat_token(request: HttpRequest) -> JsonResponse:
         return _no_store(JsonResponse({"error": "unavailable"}, status=503))
     except ChatSecurityError as exc:
         logger.warning("no chat token issued: %s", exc)
-        return _no_store(
-            JsonResponse(
-                {
-                    "error": "security_not_configured",
-                    "detail": "No chat token can be issued (is there an active signing secret?).",
-                },
-                status=503,
-            )
-        )
+        return _no_store(_cannot_issue(exc))
     if kept is None:
         return _no_store(
             JsonResponse(

@@ -291,6 +291,23 @@ def test_issue_bad_input(clock, secret, args, words):
     assert store_state() == before
 
 
+@pytest.mark.parametrize(
+    ("claims", "words"),
+    [
+        ('{"iss": 5}', ("invalid_claim", "iss")),
+        ('{"nbf": "x"}', ("invalid_claim", "nbf")),
+        ('{"nbf": 99999999999}', ("not_yet_valid", "nbf")),
+        ('{"user_payload": "x"}', ("payload_decryption_failed",)),
+        ('{"blob": "%s"}' % ("x" * 9000), ("token_too_large",)),
+    ],
+    ids=["iss-int", "nbf-string", "nbf-future", "user_payload", "too-large"],
+)
+def test_issue_refuses_a_token_verify_would_refuse(clock, secret, claims, words):
+    before = store_state()
+    cli("issue", "--sub", "u", "--claims", claims).assert_bad_input(*words)
+    assert store_state() == before
+
+
 def test_issue_without_a_secret(clock):
     cli("issue", "--sub", "u").assert_bad_input("generate-secret")
 
@@ -608,6 +625,7 @@ def test_process_bad_input(manage, tmp_path):
     before = manage("status").json
     manage("issue", "--sub", "user-1", "--ttl", "99999999").assert_bad_input("ttl")
     manage("issue", "--sub", "user-1", "--claims", "{oops").assert_bad_input("claims")
+    manage("issue", "--sub", "user-1", "--claims", '{"iss": 5}').assert_bad_input("invalid_claim")
     manage("rotate-secret", "--grace", "-1").assert_bad_input("grace")
     manage("rotate-secret", "--grace", "abc").assert_bad_input("grace")
     bad = tmp_path / "bad.pem"

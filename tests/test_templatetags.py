@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import datetime
+import logging
 import re
 
 import pytest
@@ -109,6 +111,32 @@ def test_without_request_in_context_nothing_is_written():
 @pytest.mark.django_db
 def test_without_an_active_secret_the_page_still_renders(alice):
     assert render("before{% chat_identity_token %}after", request_for(alice)) == "beforeafter"
+
+
+WHEN = datetime.datetime(2031, 5, 17, 9, 30, tzinfo=datetime.UTC)
+
+#: CLAIMS_BUILDERs whose claims the engine cannot sign or would itself refuse.
+REFUSED_BUILDERS = {
+    "datetime": lambda user: {"sub": str(user.pk), "member_since": WHEN},
+    "iss-not-a-string": lambda user: {"sub": str(user.pk), "iss": 2031},
+    "nbf-in-the-future": lambda user: {"sub": str(user.pk), "nbf": 2031 * 10**6},
+    "not-a-dict": lambda user: None,
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("builder", REFUSED_BUILDERS.values(), ids=REFUSED_BUILDERS)
+def test_claims_that_cannot_be_issued_still_render_the_page(builder, alice, secret, caplog):
+    client = logged_in(alice)
+    with chat_settings(CLAIMS_BUILDER=builder), caplog.at_level(logging.WARNING):
+        html = render("before{% chat_identity_token %}after", request_for(alice))
+        page = client.get("/pages/tag")
+    assert html == "beforeafter"
+    assert page.status_code == 200 and token_in(page) is None
+    ours = [r for r in caplog.records if r.name.startswith("chat_security")]
+    assert len(ours) == 2  # one line per page
+    assert all("\n" not in r.getMessage() for r in ours)
+    assert "2031" not in caplog.text  # no claim value
 
 
 @pytest.mark.django_db

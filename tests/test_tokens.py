@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import json
 import math
 import socket
@@ -21,6 +22,7 @@ from chat_security.exceptions import (
     TokenError,
 )
 from chat_security.models import Key, RevokedUser
+from chat_security.verified import MEMORY
 
 from .tokencraft import b64, chat_settings, hs256, hs256_sig, public_pem, rs256, rsa_key, segment
 
@@ -849,6 +851,64 @@ def test_issue_refuses_claims_it_would_itself_refuse(clock, secret):
         tokens.issue("user-1", {"x": math.nan})
     with pytest.raises(ChatSecurityError):
         tokens.issue("user-1", {"blob": "x" * 9000})
+
+
+@pytest.mark.parametrize(
+    ("claims", "name"),
+    [
+        ({"updated": datetime.datetime(2031, 5, 17, 9, 30, tzinfo=datetime.UTC)}, "updated"),
+        ({"iss": 5}, "iss"),
+        ({"tags": {"vip"}}, "tags"),
+        ({"score": math.nan}, "score"),
+        ({"userData": {"since": datetime.date(2031, 5, 17)}}, "userData"),
+    ],
+    ids=["datetime", "iss-not-a-string", "set", "nan", "nested-date"],
+)
+def test_issue_refuses_claims_that_cannot_be_signed_as_invalid_claim(clock, secret, claims, name):
+    # PyJWT's TypeError used to escape (a 500 on every page with the tag).
+    with pytest.raises(TokenError) as info:
+        tokens.issue("user-1", claims)
+    assert info.value.code == "invalid_claim"
+    assert info.value.facts["claim"] == name
+    assert repr(name) in info.value.detail
+    assert "2031" not in str(info.value) and "vip" not in str(info.value)  # no claim value
+
+
+@pytest.mark.parametrize(
+    ("extra", "code"),
+    [
+        (lambda t: {"nbf": "x"}, "invalid_claim"),
+        (lambda t: {"nbf": True}, "invalid_claim"),
+        (lambda t: {"nbf": t + 10**6}, "not_yet_valid"),
+        (lambda t: {"user_payload": "x"}, "payload_decryption_failed"),
+        (lambda t: {"blob": "x" * 9000}, "token_too_large"),
+    ],
+    ids=["nbf-string", "nbf-bool", "nbf-future", "user_payload", "too-large"],
+)
+def test_issue_never_hands_out_a_token_its_verifier_refuses(clock, secret, extra, code):
+    with pytest.raises(TokenError) as info:
+        tokens.issue("user-1", extra(int(clock.t)))
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize("name", ["aud", "iss"])
+def test_issue_refuses_an_aud_or_iss_this_site_does_not_accept(clock, secret, name):
+    setting = {"aud": "AUDIENCE", "iss": "ISSUER"}[name]
+    with chat_settings({setting: "https://chat.example.com"}):
+        assert tokens.verify(tokens.issue("user-1")).claims[name] == "https://chat.example.com"
+        with pytest.raises(TokenError) as info:
+            tokens.issue("user-1", {name: "https://elsewhere.example.com"})
+    assert info.value.code == "invalid_claim"
+
+
+def test_issue_checks_the_token_without_counting_or_remembering_it(clock, secret):
+    # Issued is not presented: it must not evict the tokens clients do present.
+    key, _ = secret
+    token = tokens.issue("user-1")
+    assert token not in MEMORY
+    usage.flush_usage()
+    key.refresh_from_db()
+    assert key.use_count == 0
 
 
 def test_issue_without_an_active_secret(clock):

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import datetime
+import logging
+
 import pytest
 from django.test import Client
 
@@ -7,6 +10,7 @@ from chat_security import keyring, tokens
 from chat_security.exceptions import KeyStoreUnavailable
 from chat_security.models import Key
 from tests import chat_helpers
+from tests.chat_helpers import chat_settings
 
 pytestmark = pytest.mark.urls("tests.chat_urls")
 secret, alice = chat_helpers.secret, chat_helpers.alice
@@ -83,6 +87,34 @@ def test_no_active_secret_is_503_json(alice):
     assert response.status_code == 503
     assert response.json()["error"] == "security_not_configured"
     assert response["Cache-Control"] == "private, no-store"
+
+
+WHEN = datetime.datetime(2031, 5, 17, 9, 30, tzinfo=datetime.UTC)
+
+#: CLAIMS_BUILDERs whose claims the engine cannot sign or would itself refuse.
+REFUSED_BUILDERS = {
+    "datetime": lambda user: {"sub": str(user.pk), "member_since": WHEN},
+    "iss-not-a-string": lambda user: {"sub": str(user.pk), "iss": 2031},
+    "nbf-not-a-number": lambda user: {"sub": str(user.pk), "nbf": "2031-05-17"},
+    "not-a-dict": lambda user: None,
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("builder", REFUSED_BUILDERS.values(), ids=REFUSED_BUILDERS)
+def test_claims_that_cannot_be_issued_are_503_unavailable_not_500(builder, alice, secret, caplog):
+    client = logged_in(alice)
+    with chat_settings(CLAIMS_BUILDER=builder), caplog.at_level(logging.WARNING):
+        response = client.get(URL)
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert response["Cache-Control"] == "private, no-store"
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["error"] == "unavailable"
+    assert "CLAIMS_BUILDER" in body["detail"]
+    ours = [r for r in caplog.records if r.name.startswith("chat_security")]
+    assert len(ours) == 1 and "\n" not in ours[0].getMessage()
+    assert "2031" not in caplog.text and "2031" not in body["detail"]  # no claim value
 
 
 @pytest.mark.django_db

@@ -214,7 +214,10 @@ class Command(BaseCommand):
         try:
             self.stdout.write(tokens.issue(options["sub"], claims, options["ttl"]))
         except TokenError as exc:
-            raise _fail(f"--sub is not a valid user id: {exc.detail}") from exc
+            # issue() refuses what verify would refuse; only the --sub check names "sub".
+            sub = exc.facts.get("claim") == "sub"
+            what = "--sub is not a valid user id" if sub else "verify would refuse this token"
+            raise _fail(f"{what}: {exc.code}: {exc.detail}") from exc
 
     def do_security(self, options: dict[str, Any]) -> None:
         config = SecurityConfig.set_enabled(options["mode"] == "on", ACTOR)
