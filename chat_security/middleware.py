@@ -4,7 +4,8 @@ Thin by design: the header is read here, every rule lives in
 :func:`chat_security.tokens.verify`. The middleware also finishes responses
 for the template tag (``Cache-Control: private`` on pages that carry a token,
 the anonymous-id cookie), so it runs for every request but only *checks*
-requests under ``PROTECTED_PATHS``.
+requests under ``PROTECTED_PATHS``. A protected view that needs the database
+while it is down answers 503 ``unavailable``, as the check itself does: never a 500.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django import db
 from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
@@ -215,11 +217,13 @@ def rejection(error: TokenError) -> JsonResponse:
     return response
 
 
-def unavailable() -> JsonResponse:
-    response = JsonResponse(
-        {"error": "unavailable", "detail": "The chat key store cannot be read; try again."},
-        status=503,
-    )
+KEY_STORE_UNAVAILABLE = "The chat key store cannot be read; try again."
+DATABASE_UNAVAILABLE = "The database cannot be reached; try again."
+
+
+def unavailable(detail: str = KEY_STORE_UNAVAILABLE) -> JsonResponse:
+    """503 ``{"error": "unavailable"}``: not now, try again (SPEC §5, §12)."""
+    response = JsonResponse({"error": "unavailable", "detail": detail}, status=503)
     response["Cache-Control"] = "no-store"
     response["Retry-After"] = "5"
     return response
@@ -313,6 +317,27 @@ class ChatSecurityMiddleware:
             response = await self.get_response(request)  # type: ignore[misc]
         self.finish(request, response, protected)
         return response
+
+    def process_exception(
+        self, request: HttpRequest, exception: Exception
+    ) -> HttpResponseBase | None:
+        """A protected view that cannot reach the database answers 503, not 500 (SPEC §12).
+
+        Django offers this hook what the view (or its deferred template
+        rendering) raised, on both the sync and the async path. A
+        ``django.db.Error`` there, or the key store's ``KeyStoreUnavailable``,
+        means the request cannot be served now: the view's query, a session or
+        ``request.user`` loaded lazily. Other paths and other exceptions are
+        left to the project (the demo answers 503 for its other views too).
+        """
+        if not isinstance(exception, db.Error | KeyStoreUnavailable):
+            return None
+        if not is_protected(request.path_info):
+            return None
+        logger.warning("chat request answered 503: %s in the view", type(exception).__name__)
+        if isinstance(exception, KeyStoreUnavailable):
+            return unavailable()
+        return unavailable(DATABASE_UNAVAILABLE)
 
     # -- shared by both paths --------------------------------------------------------
 

@@ -32,7 +32,9 @@ INSTALLED_APPS = [
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's SessionMiddleware, answering 503 instead of 500 while the database
+    # is down: for every view, and for the session save that follows it.
+    "demo_site.chat.outage.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -41,6 +43,8 @@ MIDDLEWARE = [
     "chat_security.middleware.ChatSecurityMiddleware",
 ]
 ROOT_URLCONF = "demo_site.urls"
+# Flash messages in their cookie only: never a session write on the way out.
+MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -60,6 +64,9 @@ ASGI_APPLICATION = "demo_site.asgi.application"
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
+# An agent socket re-reads the staff login at least this often (and before each message).
+DEMO_AGENT_RECHECK_SECONDS = env.float("DEMO_AGENT_RECHECK_SECONDS", default=1.0)
 
 # Live chat between processes needs Redis; one process (runserver) does with memory.
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -100,6 +107,13 @@ CHAT_SECURITY = {
     ),
     # Adds userData and agentData for the demo users (the bot, the Visitor Details card).
     "CLAIMS_BUILDER": "demo_site.chat.claims.demo_claims",
+    # Announce key changes through the cache only when it is one Redis that every
+    # server shares (CACHE_URL=redis://...); a per-process cache is never trusted.
+    "KEY_CACHE_ALIAS": env.str(
+        "CHAT_SECURITY_KEY_CACHE_ALIAS",
+        default="default" if "redis" in CACHES["default"]["BACKEND"].lower() else "",
+    )
+    or None,
 }
 
 LOGGING = {

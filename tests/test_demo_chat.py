@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from django.test import AsyncClient, Client
@@ -229,6 +230,65 @@ def test_logout_destroys_the_chat_session(alice, token_for):
     assert client.post(LOGOUT, headers=bearer(token_for("alice"))).json() == {"status": "ended"}
     assert SUBJECT_SESSION_KEY not in client.session
     assert client.get(MESSAGES, headers=bearer(token_for("mallory"))).status_code == 200
+
+
+def _anonymous_browser() -> Client:
+    """A visitor chatting anonymously (security off), with the site's CSRF cookie."""
+    browser = Client(enforce_csrf_checks=True)
+    assert post(browser, {"text": "hello"}, _csrf(browser)).status_code == 201
+    return browser
+
+
+def _csrf(browser: Client) -> dict[str, str]:
+    """The header the widget sends: the token of the page it sits on."""
+    page = browser.get("/accounts/login/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())
+    return {"X-CSRFToken": token.group(1)}
+
+
+@pytest.mark.django_db
+def test_a_cross_site_form_cannot_end_the_chat_session(alice, secret):
+    """Security off: without a token the cookies speak for the browser, so CSRF applies."""
+    security_off()
+    with chat_settings(ANONYMOUS_IDS=True):
+        browser = Client(enforce_csrf_checks=True)
+        browser.force_login(alice)
+        session = browser.session
+        session[SUBJECT_SESSION_KEY] = "alice"
+        session.save()
+        browser.cookies["chat_anonymous_id"] = "anon-0123456789abcdef_-ABCD"
+        # What a form on another site makes the browser send: its cookies, no token.
+        forged = browser.post(LOGOUT, headers={"Origin": "https://evil.example"})
+        assert forged.status_code == 403 and forged.json()["error"] == "csrf_failed"
+        assert forged["Content-Type"] == "application/json"
+        assert "chat_anonymous_id" not in forged.cookies  # the anonymous id stays
+        assert browser.session[SUBJECT_SESSION_KEY] == "alice"  # the chat session stays
+        assert browser.post(LOGOUT).status_code == 403  # no Origin, no token: the same
+
+        ended = browser.post(LOGOUT, headers=_csrf(browser))  # the widget, on the site's page
+        assert ended.status_code == 200 and ended.json() == {"status": "ended"}
+        assert ended.cookies["chat_anonymous_id"].value == ""
+        assert SUBJECT_SESSION_KEY not in browser.session
+
+
+@pytest.mark.django_db
+def test_an_anonymous_message_needs_the_csrf_token_too(secret):
+    security_off()
+    with chat_settings(ANONYMOUS_IDS=True):
+        browser = _anonymous_browser()
+        refused = post(browser, {"text": "from another site"})
+        assert refused.status_code == 403 and refused.json()["error"] == "csrf_failed"
+        assert browser.get(MESSAGES).status_code == 200  # reading is not acting
+    assert list(Message.objects.values_list("text", flat=True)) == ["hello"]
+
+
+@pytest.mark.django_db
+def test_a_bearer_request_needs_no_csrf_token(alice, token_for):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    token = bearer(token_for("alice"))
+    assert post(browser, {"text": "hi"}, token).status_code == 201
+    assert browser.post(LOGOUT, headers=token).json() == {"status": "ended"}
 
 
 # -- GDPR ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import json
 import re
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
@@ -219,6 +220,65 @@ async def test_an_agent_who_logged_out_cannot_reply():
     await expect_close(agent, 4403, "staff_only")
     assert await Message.objects.acount() == 0
     await finish(agent)
+
+
+async def _end_login(username: str, change: str) -> None:
+    """What may end an agent's login, done in the database as any process would."""
+    from django.contrib.sessions.models import Session
+
+    users = get_user_model().objects.filter(username=username)
+    if change == "demoted":
+        await users.aupdate(is_staff=False)
+    elif change == "deactivated":
+        await users.aupdate(is_active=False)
+    elif change == "logged out":
+        await Session.objects.all().adelete()
+    else:  # "password changed": every session made with the old password ends
+        user = await users.aget()
+        user.set_password("a-new-password")
+        await user.asave()
+
+
+LOGIN_ENDINGS = ["demoted", "deactivated", "logged out", "password changed"]
+
+
+@pytest.mark.parametrize("change", LOGIN_ENDINGS)
+async def test_an_agent_whose_login_ended_receives_no_more_visitor_messages(token_for, change):
+    agent = await agent_socket(await _cookie("gil"))
+    phone = await visitor(token_for("user-7"), "user-7")
+    await _end_login("gil", change)
+    await phone.send_json_to({"type": "message", "text": "my account number is 1234"})
+    await next_message(phone)
+    await expect_close(agent, 4403, "staff_only")  # closed, and the message never shown
+    for comm in (agent, phone):
+        await finish(comm)
+
+
+@pytest.mark.parametrize("change", LOGIN_ENDINGS)
+async def test_an_idle_agent_socket_is_closed_once_the_login_ends(settings, change):
+    settings.DEMO_AGENT_RECHECK_SECONDS = 0.1
+    agent = await agent_socket(await _cookie("hal"))
+    assert await agent.receive_nothing(0.3)  # still staff: the re-checks say nothing
+    await _end_login("hal", change)
+    await expect_close(agent, 4403, "staff_only")
+    await finish(agent)
+
+
+async def test_the_agent_check_writes_nothing_to_the_session():
+    """A socket cannot send the browser a new session cookie: no flush, no new key."""
+    from django.contrib.sessions.models import Session
+
+    from demo_site.chat.consumers import logged_in_agent
+
+    cookie = await _cookie("ivy")
+    key = cookie.decode().split("=", 1)[1]
+    before = await Session.objects.aget(session_key=key)
+    await get_user_model().objects.filter(username="ivy").aupdate(password="changed-elsewhere")
+    assert await sync_to_async(logged_in_agent)(key) is None  # the hash no longer holds
+    after = await Session.objects.aget(session_key=key)  # still there, unchanged
+    assert (after.session_data, after.expire_date) == (before.session_data, before.expire_date)
+    assert await sync_to_async(logged_in_agent)(None) is None
+    assert await sync_to_async(logged_in_agent)("no-such-session-key-0123") is None
 
 
 # -- HTTP and the sockets --------------------------------------------------------------------

@@ -7,6 +7,11 @@ refuses connections with its sessions terminated (lane 2). Every answer must
 be right or 503 / 4503: never a 500, never a bad token accepted. When the
 database is back, the same processes answer correctly again without a restart.
 
+The demo (issue 16, item 9), on its own settings: everything that needs the
+database — the chat API, the agent page, the dashboard, the token endpoint,
+the chat and agent sockets — answers 503 / 4503 ``unavailable`` while it is
+gone, never a 500 or a 1011, and serves again when it is back.
+
 Cache: the workers announce key-store changes through a Redis of the test's
 own, which is stopped under load: every answer stays right (the database
 still answers), a change made from the CLI meanwhile reaches every worker by
@@ -32,6 +37,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from .servers import _admin_connection, free_port, lane, manage, process_env, serving
+from .test_demo_processes import DAPHNE as DEMO_DAPHNE
+from .test_demo_processes import (
+    agent_socket,
+    chat_token,
+    demo_env,
+    frames_until_closed,
+    staff_sessions,
+)
 
 WORKERS = 2
 GUNICORN = ("-m", "gunicorn", "demo_site.wsgi:application", "--workers", str(WORKERS),
@@ -41,7 +54,6 @@ GUNICORN = ("-m", "gunicorn", "demo_site.wsgi:application", "--workers", str(WOR
 @pytest.fixture
 def env(tmp_path):
     env = process_env("tests.worker_settings", tmp_path / "db.sqlite3")
-    env["CHAT_SECURITY_TEST_CACHE"] = str(tmp_path / "cache")
     env["CHAT_SECURITY_TEST_POLL"] = "1"  # ask the database every KEY_CACHE_SECONDS
     manage(env, "migrate", "--noinput", "-v0")
     return env
@@ -283,3 +295,117 @@ def test_cache_outage_answers_stay_right_and_changes_arrive_by_polling(tmp_path)
     figures = {k: round(v, 2) for k, v in taken.items()}
     print(f"{lane()}: seconds until every worker obeyed", figures)
     assert max(taken.values()) <= bound
+
+
+# -- The demo: its chat API, agent page, pages and sockets (issue 16, item 9) -------------
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect to the login page is an answer of its own, not a 200
+
+
+_demo_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def demo_call(port: int, method: str, path: str, headers: dict[str, str], body: bytes | None):
+    """``(status, JSON error code or None)`` of one request to the demo."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body, method=method, headers=headers
+    )
+    try:
+        with _demo_opener.open(request, timeout=10) as response:
+            return response.status, None
+    except urllib.error.HTTPError as exc:
+        content = exc.read()
+        if exc.headers.get("Content-Type") != "application/json":
+            return exc.code, None
+        return exc.code, json.loads(content).get("error")
+
+
+def demo_requests(token: str, session_key: str) -> dict[str, tuple]:
+    """What the demo serves that needs the database: ``(method, path, headers, body, status)``."""
+    token_header = {"Authorization": f"Bearer {token}"}
+    cookie = {"Cookie": f"sessionid={session_key}"}
+    text = json.dumps({"text": "hello"}).encode()
+    return {
+        "chat history": ("GET", "/chat/api/messages", token_header, None, 200),
+        "chat message": (
+            "POST",
+            "/chat/api/messages",
+            {**token_header, "Content-Type": "application/json"},
+            text,
+            201,
+        ),
+        "chat logout, with a session": (
+            "POST",
+            "/chat/api/logout",
+            {**token_header, **cookie},
+            None,
+            200,
+        ),
+        "agent page": ("GET", "/chat/agent/", cookie, None, 200),
+        "agent conversation": ("GET", "/chat/agent/?user=alice&anonymous=0", cookie, None, 200),
+        "dashboard": ("GET", "/", cookie, None, 200),
+        "token endpoint": ("GET", "/api/chat-token", cookie, None, 200),
+    }
+
+
+def test_demo_database_outage_is_503_on_every_view_never_500(tmp_path):
+    env = demo_env(tmp_path)
+    token, session_key = chat_token(env), staff_sessions(env, "agent")["agent"]
+    requests = demo_requests(token, session_key)
+    with serving(env, *GUNICORN) as port:
+        for name, (method, path, headers, body, ok) in requests.items():
+            assert demo_call(port, method, path, headers, body) == (ok, None), name
+        seen: dict[str, set] = {name: set() for name in requests}
+        with database_down(env):
+            deadline = time.monotonic() + 4  # > KEY_CACHE_SECONDS + the retry backoff
+            while time.monotonic() < deadline:
+                for name, (method, path, headers, body, ok) in requests.items():
+                    answer = demo_call(port, method, path, headers, body)
+                    assert answer in ((ok, None), (503, "unavailable")), (name, answer)
+                    seen[name].add(answer)
+        # Every one of them needs the database: each was refused, and never with a 500.
+        assert all((503, "unavailable") in answers for answers in seen.values()), seen
+
+        deadline = time.monotonic() + 10
+        for name, (method, path, headers, body, ok) in requests.items():
+            while (answer := demo_call(port, method, path, headers, body)) != (ok, None):
+                assert time.monotonic() < deadline, (name, answer)
+                time.sleep(0.1)
+    print(f"{lane()}: the demo during the outage:", {k: sorted(v) for k, v in seen.items()})
+
+
+def test_demo_database_outage_closes_sockets_4503_never_1011(tmp_path):
+    env = demo_env(tmp_path, DEMO_AGENT_RECHECK_SECONDS="0.5")
+    token, session_key = chat_token(env), staff_sessions(env, "agent")["agent"]
+    chat_url = "ws://127.0.0.1:{port}/ws/chat/"
+    with serving(env, *DEMO_DAPHNE) as port, contextlib.ExitStack() as sockets:
+        origin = f"http://127.0.0.1:{port}"
+        agent = sockets.enter_context(agent_socket(port, session_key))
+        visitor = sockets.enter_context(
+            connect(
+                chat_url.format(port=port), subprotocols=["chat-security", token], origin=origin
+            )
+        )
+        assert json.loads(visitor.recv(timeout=10))["type"] == "identified"
+        assert json.loads(visitor.recv(timeout=10))["message"]["sender"] == "bot"  # the greeting
+        with database_down(env):
+            visitor.send(json.dumps({"type": "message", "text": "anyone there?"}))
+            for ws in (visitor, agent):  # the message refused; the idle agent's re-check
+                frames, code = frames_until_closed(ws)
+                assert code == 4503 and frames[-1]["error"] == "unavailable", frames
+            with agent_socket(port, session_key) as late:  # opened during the outage
+                frames, code = frames_until_closed(late)
+                assert (code, [f["error"] for f in frames]) == (4503, ["unavailable"])
+
+        deadline = time.monotonic() + 10
+        while True:  # back: the same server takes agents again
+            with agent_socket(port, session_key) as again:
+                again.send(json.dumps({"type": "ping"}))
+                frames, code = frames_until_closed(again, timeout=2)
+            if frames and frames[0].get("error") == "unknown_type":
+                break
+            assert time.monotonic() < deadline, (frames, code)
+            time.sleep(0.2)

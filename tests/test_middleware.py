@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.core.cache import caches
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 from django.utils.cache import get_cache_key
@@ -497,6 +499,66 @@ def test_unexpected_error_fails_closed_without_logging_the_token(monkeypatch, ca
     assert response.json()["error"] == "unavailable"
     assert "RuntimeError" in caplog.text
     assert token not in caplog.text and token.split(".")[1] not in caplog.text
+
+
+# -- the database down behind the check (issue 16, item 9) ----------------------------
+
+MESSAGES = "/chat/api/messages"  # the demo's chat API: a protected view that queries
+
+
+def _refuse_every_query(execute, sql, params, many, context):
+    raise OperationalError("the database is down (test)")
+
+
+def _assert_database_unavailable(response) -> None:
+    assert response.status_code == 503
+    assert response.json() == {"error": "unavailable", "detail": middleware.DATABASE_UNAVAILABLE}
+    assert response["Cache-Control"] == "private, no-store"
+    assert response["Vary"] == "Authorization" and response["Retry-After"] == "5"
+
+
+@pytest.mark.django_db
+def test_a_database_error_in_a_protected_view_is_503_not_500(token_for):
+    client, token = Client(), token_for("u-1")
+    with chat_settings(KEY_CACHE_SECONDS=3600):  # the check answers from memory: the view queries
+        assert client.get(MESSAGES, headers=bearer(token)).status_code == 200
+        with connection.execute_wrapper(_refuse_every_query):
+            _assert_database_unavailable(client.get(MESSAGES, headers=bearer(token)))
+            posted = client.post(
+                MESSAGES, {"text": "hi"}, content_type="application/json", headers=bearer(token)
+            )
+            _assert_database_unavailable(posted)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_database_error_in_a_protected_view_is_503_async(token_for):
+    from asgiref.sync import sync_to_async
+
+    client, token = AsyncClient(), token_for("u-1")
+    with chat_settings(KEY_CACHE_SECONDS=3600):
+        assert (await client.get(MESSAGES, headers=bearer(token))).status_code == 200
+        # Sync views run in asgiref's one sync thread: the database goes down there.
+        down = await sync_to_async(lambda: connection.execute_wrapper(_refuse_every_query))()
+        await sync_to_async(down.__enter__)()
+        try:
+            response = await client.get(MESSAGES, headers=bearer(token))
+        finally:
+            await sync_to_async(down.__exit__)(None, None, None)
+    _assert_database_unavailable(response)
+
+
+def test_process_exception_answers_only_for_protected_paths_and_the_database():
+    hook = ChatSecurityMiddleware(lambda request: HttpResponse()).process_exception
+    protected, elsewhere = RequestFactory().get(WHOAMI), RequestFactory().get("/pages/tag")
+    for error in (OperationalError("down"), InterfaceError("closed"), DatabaseError("x")):
+        response = hook(protected, error)
+        assert response.status_code == 503
+        assert json.loads(response.content)["detail"] == middleware.DATABASE_UNAVAILABLE
+        assert hook(elsewhere, error) is None  # the project's business (the demo answers 503)
+    store = hook(protected, KeyStoreUnavailable("down"))
+    assert store.status_code == 503
+    assert json.loads(store.content)["detail"] == middleware.KEY_STORE_UNAVAILABLE
+    assert hook(protected, ValueError("a bug")) is None  # a 500 stays a 500
 
 
 # -- sessions and cost ----------------------------------------------------------------

@@ -1,8 +1,12 @@
 """The demo chat API under ``/chat/api/`` (guarded by ChatSecurityMiddleware).
 
 These views trust only ``request.chat_identity``: the verified user id, or
-the anonymous visitor's cookie id when security is off. They authenticate
-by Bearer token, not by cookie session, so they are exempt from CSRF.
+the anonymous visitor's cookie id when security is off. A request with a
+Bearer token is exempt from CSRF: a cross-site form cannot send an
+``Authorization`` header. A request without one (security off) acts through
+the browser's cookies — the anonymous id, the chat session — so its unsafe
+methods are CSRF-checked like any form (``X-CSRFToken``), and refused with
+403 ``csrf_failed``.
 A stored message is also broadcast (``live``) to the user's open sockets on
 every device and to the agents watching.
 """
@@ -13,7 +17,8 @@ import json
 import logging
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from chat_security import ChatIdentity, end_chat_session, forget_anonymous_id
@@ -125,6 +130,31 @@ def not_guarded() -> JsonResponse:
     return error(503, "unavailable", "The chat API is not guarded by ChatSecurityMiddleware.")
 
 
+def _no_view(request: HttpRequest) -> HttpResponse:  # the CSRF check's callback, never called
+    raise AssertionError("not a view")
+
+
+def csrf_refusal(request: HttpRequest, identity: ChatIdentity) -> JsonResponse | None:
+    """403 unless the request holds a token or passes Django's CSRF check.
+
+    A verified identity means a Bearer token came with the request; an
+    anonymous one means only cookies did, so a page on another site could have
+    sent it. The check is Django's own (``CsrfViewMiddleware``, as
+    ``csrf_protect`` runs it): safe methods pass, unsafe ones need the token.
+    """
+    if not identity.anonymous:
+        return None
+    check = CsrfViewMiddleware(_no_view)
+    check.process_request(request)
+    if check.process_view(request, _no_view, (), {}) is None:
+        return None
+    return error(
+        403,
+        "csrf_failed",
+        "Without a chat token this request needs the site's CSRF token (X-CSRFToken header).",
+    )
+
+
 def touch_contact(identity: ChatIdentity) -> None:
     """Apply the token's identity claims to the contact record (SPEC §8).
 
@@ -144,6 +174,9 @@ def messages(request: HttpRequest) -> JsonResponse:
     identity = identity_of(request)
     if identity is None:
         return not_guarded()
+    refused = csrf_refusal(request, identity)
+    if refused is not None:
+        return refused
     anonymous, key = conversation_of(identity)
     if request.method != "POST":
         return private_json({"messages": history(anonymous, key), "user": user_json(identity)})
@@ -166,6 +199,9 @@ def logout(request: HttpRequest) -> JsonResponse:
     identity = identity_of(request)
     if identity is None:
         return not_guarded()
+    refused = csrf_refusal(request, identity)
+    if refused is not None:
+        return refused  # a cross-site form must not end the visitor's chat
     end_chat_session(request)
     response = private_json({"status": "ended"})
     if identity.anonymous and identity.anonymous_id:

@@ -4,8 +4,15 @@
 it trusts only ``scope["chat_identity"]``, exactly as the HTTP API trusts
 ``request.chat_identity``, and stores messages the same way (same model, same
 conversation key, same text rules). ``AgentConsumer`` (``ws/agent/``) sits
-behind Channels' ``AuthMiddlewareStack``: agents are staff who logged in to
-the site, not chat users with tokens.
+behind Channels' ``SessionMiddlewareStack``: agents are staff who logged in to
+the site, not chat users with tokens. It reads the login from the database
+itself, at connect, before each message it would pass on and every
+``DEMO_AGENT_RECHECK_SECONDS``, so a demotion, deactivation or logout made
+in any process ends the socket (4403 ``staff_only``) before the next visitor
+message reaches it.
+
+A database error in a handler closes either socket with 4503 ``unavailable``
+(``outage.OutageAwareConsumer``), never a bare 1011.
 
 Frames from the server are the HTTP API's shapes: ``{"type": "message",
 "message": {...}}``, and ``{"type": "error", "error": <code>, "detail": ...}``
@@ -15,23 +22,36 @@ for a refused frame (the socket stays open). The middleware's own frames
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from importlib import import_module
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.contrib.auth import get_user_model
+from django.conf import settings
+from django.contrib.auth import (
+    BACKEND_SESSION_KEY,
+    HASH_SESSION_KEY,
+    SESSION_KEY,
+    get_user_model,
+    load_backend,
+)
+from django.core.exceptions import ValidationError
+from django.utils.crypto import constant_time_compare
 
 from chat_security import ChatIdentity
 
 from . import bot, live
 from .api import BadRequest, clean_text, conversation_of, touch_contact
 from .models import Message
+from .outage import OutageAwareConsumer
 
 logger = logging.getLogger("demo_site.chat")
 
 CLOSE_NOT_STAFF = 4403
 MAX_USER_ID = 255
+#: Default of ``DEMO_AGENT_RECHECK_SECONDS``: how long an idle agent socket outlives its login.
+AGENT_RECHECK_SECONDS = 1.0
 
 
 def store(identity: ChatIdentity, text: str) -> Message:
@@ -62,7 +82,7 @@ class JsonErrors:
         await self.send_json({"type": "error", "error": code, "detail": detail})
 
 
-class ChatConsumer(JsonErrors, AsyncJsonWebsocketConsumer):
+class ChatConsumer(JsonErrors, OutageAwareConsumer):
     """One visitor's socket: ``{"type": "message", "text": ...}`` in, messages out."""
 
     group: str | None = None
@@ -135,14 +155,43 @@ def _is_agent(user: Any) -> bool:
     return bool(user is not None and user.is_authenticated and user.is_active and user.is_staff)
 
 
-def still_an_agent(scope: dict[str, Any]) -> bool:
-    """The agent's login still stands: session not ended, user still active staff."""
-    session, user = scope.get("session"), scope.get("user")
-    key = getattr(session, "session_key", None)
-    if not key or not session.exists(key) or not _is_agent(user):
+def _session_hash_holds(user: Any, session_hash: Any) -> bool:
+    """The password the login was made with still stands (Django's ``get_user`` rule)."""
+    if not hasattr(user, "get_session_auth_hash"):
+        return True
+    if not isinstance(session_hash, str) or not session_hash:
         return False
-    fresh = get_user_model().objects.filter(pk=user.pk).first()
-    return _is_agent(fresh)
+    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    return any(constant_time_compare(session_hash, h) for h in hashes)
+
+
+def logged_in_agent(session_key: str | None) -> Any:
+    """The active staff user logged in by ``session_key``, read from the database now; else None.
+
+    The rules of ``request.user`` (the session exists and has not expired, its
+    backend still returns the user — ``ModelBackend`` refuses inactive users —
+    and the password hash it was made with still holds), without
+    ``django.contrib.auth.get_user``'s writes: a socket cannot hand the browser
+    a new session cookie, so it must not cycle or flush the session.
+    """
+    if not session_key:
+        return None
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    try:
+        user_id = get_user_model()._meta.pk.to_python(session[SESSION_KEY])
+        backend_path = session[BACKEND_SESSION_KEY]
+    except (KeyError, ValidationError):
+        return None  # no such session (ended, expired), or no login in it
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return None
+    user = load_backend(backend_path).get_user(user_id)
+    if not _is_agent(user) or not _session_hash_holds(user, session.get(HASH_SESSION_KEY)):
+        return None
+    return user
+
+
+def recheck_seconds() -> float:
+    return float(getattr(settings, "DEMO_AGENT_RECHECK_SECONDS", AGENT_RECHECK_SECONDS))
 
 
 def reply_target(value: Any) -> tuple[bool, str]:
@@ -159,20 +208,56 @@ def reply_target(value: Any) -> tuple[bool, str]:
     return anonymous, user_id
 
 
-class AgentConsumer(JsonErrors, AsyncJsonWebsocketConsumer):
-    """A staff member's agent page: every visitor message in, replies out."""
+class AgentConsumer(JsonErrors, OutageAwareConsumer):
+    """A staff member's agent page: every visitor message in, replies out.
 
+    The login is read from the database (:func:`logged_in_agent`) at connect,
+    before each message passed on or reply stored, and every
+    ``DEMO_AGENT_RECHECK_SECONDS`` while the socket is idle: the database is
+    where a logout, a deactivation or a demotion made in any process shows.
+    """
+
+    agent_pk: Any = None
     joined = False
+    ended = False
+    ticker: asyncio.Task[None] | None = None
+
+    def session_key(self) -> str | None:
+        return getattr(self.scope.get("session"), "session_key", None)
 
     async def connect(self) -> None:
         await self.accept()  # then close with a code the page can read (not a bare 1006)
-        if not _is_agent(self.scope.get("user")):
-            await self.send_error("staff_only", "The agent socket is for logged-in staff.")
-            await self.close(code=CLOSE_NOT_STAFF, reason="staff_only")
+        user = await database_sync_to_async(logged_in_agent)(self.session_key())
+        if user is None:
+            await self.end_staff("The agent socket is for logged-in staff.")
             return
+        self.scope["user"], self.agent_pk = user, user.pk
         if self.channel_layer is not None:
             await self.channel_layer.group_add(live.AGENTS_GROUP, self.channel_name)
             self.joined = True
+        self.ticker = asyncio.create_task(self.recheck_while_open(recheck_seconds()))
+
+    async def still_an_agent(self) -> bool:
+        """The login still stands; if not, the socket is closed (4403) and False returned."""
+        if self.ended:
+            return False
+        user = await database_sync_to_async(logged_in_agent)(self.session_key())
+        if self.ended:
+            return False
+        if user is not None and user.pk == self.agent_pk:
+            self.scope["user"] = user
+            return True
+        await self.end_staff("Your staff login has ended; log in again.")
+        return False
+
+    async def recheck_while_open(self, seconds: float) -> None:
+        """The idle socket's check: no visitor message needs to come for it to end."""
+        while not self.ended:
+            await asyncio.sleep(seconds)
+            try:
+                await self.still_an_agent()
+            except Exception as exc:  # noqa: BLE001 - fail closed, from this task too
+                await self.close_unavailable(exc)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if content.get("type") != "reply":
@@ -186,9 +271,7 @@ class AgentConsumer(JsonErrors, AsyncJsonWebsocketConsumer):
         except BadRequest as exc:
             await self.send_error(exc.code, exc.detail)
             return
-        if not await database_sync_to_async(still_an_agent)(self.scope):
-            await self.send_error("staff_only", "Your staff login has ended; log in again.")
-            await self.close(code=CLOSE_NOT_STAFF, reason="staff_only")
+        if not await self.still_an_agent():
             return
         message = await database_sync_to_async(Message.objects.create)(
             user_id=user_id,
@@ -201,6 +284,9 @@ class AgentConsumer(JsonErrors, AsyncJsonWebsocketConsumer):
             await self.agent_message(live.agent_event(message))
 
     async def agent_message(self, event: dict[str, Any]) -> None:
+        # Checked per message: a demoted agent must not read the next one.
+        if not await self.still_an_agent():
+            return
         await self.send_json(
             {
                 "type": "message",
@@ -210,7 +296,24 @@ class AgentConsumer(JsonErrors, AsyncJsonWebsocketConsumer):
             }
         )
 
-    async def disconnect(self, code: int) -> None:
+    async def end_staff(self, detail: str) -> None:
+        await self.end()
+        await self.send_error("staff_only", detail)
+        await self.close(code=CLOSE_NOT_STAFF, reason="staff_only")
+
+    async def close_unavailable(self, exc: BaseException) -> None:
+        if not self.ended:
+            await self.end()
+            await super().close_unavailable(exc)
+
+    async def end(self) -> None:
+        """Nothing more reaches this socket: out of the group, the check stopped."""
+        self.ended = True
+        if self.ticker is not None and self.ticker is not asyncio.current_task():
+            self.ticker.cancel()
         if self.joined:
-            await self.channel_layer.group_discard(live.AGENTS_GROUP, self.channel_name)
             self.joined = False
+            await self.channel_layer.group_discard(live.AGENTS_GROUP, self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        await self.end()

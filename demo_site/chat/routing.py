@@ -3,7 +3,9 @@
 * ``ws/chat/`` — the visitor's chat, identified by ``ChatSecurityWebSocketMiddleware``
   (the token as a subprotocol or in an ``identify`` message, never in the URL);
 * ``ws/agent/`` — the live agent page, for staff logged in to the site
-  (Channels' ``AuthMiddlewareStack``: a session, not a chat token).
+  (the session, not a chat token; the consumer reads the login from the
+  database itself, at connect and again while the socket lives, so a database
+  outage closes it with 4503 instead of failing the handshake).
 
 Both behind ``AllowedHostsOriginValidator``: a page on another origin cannot
 open them with the visitor's cookies.
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 from channels.sessions import SessionMiddlewareStack
@@ -36,7 +37,7 @@ def websocket_application() -> Any:
                 # The session lets the middleware bind the token's user to the chat
                 # session (subject_changed), as the HTTP middleware does.
                 path("ws/chat/", SessionMiddlewareStack(chat)),
-                path("ws/agent/", AuthMiddlewareStack(AgentConsumer.as_asgi())),
+                path("ws/agent/", SessionMiddlewareStack(AgentConsumer.as_asgi())),
             ]
         )
     )

@@ -40,6 +40,15 @@
     }
   }
 
+  // Without a token the API acts on this browser's cookies, so it wants the
+  // site's CSRF token like any form (the page's own, else the cookie).
+  function csrfToken() {
+    var field = document.querySelector("input[name=csrfmiddlewaretoken]");
+    if (field && field.value) return field.value;
+    var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
   function ChatWidget(root) {
     this.root = root;
     this.messagesUrl = root.dataset.messagesUrl;
@@ -295,6 +304,7 @@
     var self = this;
     var headers = { Accept: "application/json" };
     if (this.token) headers.Authorization = "Bearer " + this.token;
+    else if (method !== "GET" && csrfToken()) headers["X-CSRFToken"] = csrfToken();
     if (body !== undefined) headers["Content-Type"] = "application/json";
     return fetch(url, {
       method: method,
