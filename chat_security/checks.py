@@ -380,3 +380,45 @@ def check_deploy_key_store(
             )
         )
     return messages
+
+
+@register(Tags.security, Tags.database, deploy=True)
+def check_deploy_key_material(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Error]:
+    """E020: usable keys whose stored material no ENCRYPTION_KEYS entry decrypts.
+
+    Their tokens get 503 ``unavailable`` on every request (HTTP and WebSocket);
+    only with ``check --deploy --database``.
+    """
+    if not databases or "default" not in databases:
+        return []
+    from django.db import DatabaseError
+
+    from . import keys
+    from .exceptions import UNREADABLE_KEY_FIX, ChatSecurityError
+    from .models import Key
+
+    try:
+        stored = [k for k in Key.objects.exclude(encrypted_material="") if k.is_usable()]
+        lost = [k for k in stored if keys.decrypting_key(k.encrypted_material) is None]
+    except (DatabaseError, ChatSecurityError):
+        return []  # W007 reports an unreadable store, E013 a malformed ENCRYPTION_KEYS
+    if not lost:
+        return []
+    if all(keys.encrypted_with_secret_key(k.encrypted_material) for k in lost):
+        fix = (
+            "They were made while ENCRYPTION_KEYS was unset, so SECRET_KEY encrypts them: set "
+            "ENCRYPTION_KEYS to [<your key>, SECRET_KEY], run 'manage.py chat_security "
+            "reencrypt', then remove SECRET_KEY from the list."
+        )
+    else:
+        fix = f"ENCRYPTION_KEYS was set or changed after they were made: {UNREADABLE_KEY_FIX}."
+    return [
+        _error(
+            20,
+            f"Web chat key(s) {', '.join(sorted(k.kid for k in lost))} cannot be decrypted "
+            "with ENCRYPTION_KEYS: every token that needs them is answered 503 unavailable.",
+            f"{fix} If the old key is lost, revoke these keys and make new ones.",
+        )
+    ]

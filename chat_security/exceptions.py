@@ -80,6 +80,31 @@ class KeyStoreUnavailable(ChatSecurityError):
     """The key store could not be read (e.g. the database is down)."""
 
 
+#: The fix for stored key material that no ENCRYPTION_KEYS entry decrypts.
+UNREADABLE_KEY_FIX = (
+    "list the key it was encrypted with second in CHAT_SECURITY['ENCRYPTION_KEYS'] "
+    "(SECRET_KEY, if ENCRYPTION_KEYS was unset then), run 'manage.py chat_security "
+    "reencrypt', then remove the old key"
+)
+
+
+class KeyUnreadable(KeyStoreUnavailable):
+    """A usable key's stored material decrypts with no ``ENCRYPTION_KEYS`` entry.
+
+    Usually ``ENCRYPTION_KEYS`` was set (or changed) after the key was made.
+    Answered like an outage (503, the request is never let through), but
+    trying again does not help: the message names the keys and the fix.
+    """
+
+    def __init__(self, kids: list[str]) -> None:
+        self.kids = sorted(set(kids))
+        self.detail = (
+            f"Key {', '.join(self.kids)} cannot be decrypted with ENCRYPTION_KEYS (set or "
+            f"changed after the key was made): {UNREADABLE_KEY_FIX}."
+        )
+        super().__init__(self.detail)
+
+
 class AnonymousLinkError(ChatSecurityError):
     """``link_anonymous`` refused: a malformed id, or an anonymous id already linked
     to another user (SPEC §11); the message says which."""

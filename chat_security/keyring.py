@@ -39,7 +39,7 @@ from joserfc.jwk import RSAKey
 
 from . import clock, keys, propagation, usage
 from .conf import app_settings, register_cache
-from .exceptions import ChatSecurityError, KeyStoreUnavailable
+from .exceptions import ChatSecurityError, KeyStoreUnavailable, KeyUnreadable
 from .models import Key, KeyKind, KeyState, RevokedUser, SecurityConfig, key_state
 
 logger = logging.getLogger("chat_security.keyring")
@@ -114,7 +114,7 @@ class KeyEntry:
             try:
                 pem = keys.decrypt(self._encrypted_private)
             except ChatSecurityError as exc:
-                raise KeyStoreUnavailable("a service private key cannot be decrypted") from exc
+                raise KeyUnreadable([self.kid]) from exc
             self._private_key = RSAKey.import_key(pem)
         return self._private_key
 

@@ -85,15 +85,25 @@ def decrypt(ciphertext: str) -> str:
         ) from exc
 
 
+def _decrypts(material: str, ciphertext: str) -> bool:
+    try:
+        Fernet(_derive_fernet_key(material)).decrypt(ciphertext.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
 def decrypting_key(ciphertext: str) -> int | None:
     """Position in the configured keys of the one that decrypts ``ciphertext``, or None."""
     for position, material in enumerate(encryption_materials()):
-        try:
-            Fernet(_derive_fernet_key(material)).decrypt(ciphertext.encode())
-        except InvalidToken:
-            continue
-        return position
+        if _decrypts(material, ciphertext):
+            return position
     return None
+
+
+def encrypted_with_secret_key(ciphertext: str) -> bool:
+    """Whether ``ciphertext`` was encrypted while ENCRYPTION_KEYS was unset (with SECRET_KEY)."""
+    return _decrypts(django_settings.SECRET_KEY, ciphertext)
 
 
 def encryption_key_ids() -> list[str]:

@@ -28,7 +28,7 @@ from django.utils.cache import patch_vary_headers
 
 from . import clock, keyring, tokens, usage
 from .conf import app_settings, register_cache
-from .exceptions import ERROR_CODES, KeyStoreUnavailable, TokenError
+from .exceptions import ERROR_CODES, KeyStoreUnavailable, KeyUnreadable, TokenError
 from .identity_types import ChatIdentity
 from .session import SUBJECT_SESSION_KEY
 from .values import ANONYMOUS_ID_RE
@@ -221,12 +221,20 @@ KEY_STORE_UNAVAILABLE = "The chat key store cannot be read; try again."
 DATABASE_UNAVAILABLE = "The database cannot be reached; try again."
 
 
-def unavailable(detail: str = KEY_STORE_UNAVAILABLE) -> JsonResponse:
+def unavailable(detail: str = KEY_STORE_UNAVAILABLE, *, retry: bool = True) -> JsonResponse:
     """503 ``{"error": "unavailable"}``: not now, try again (SPEC §5, §12)."""
     response = JsonResponse({"error": "unavailable", "detail": detail}, status=503)
     response["Cache-Control"] = "no-store"
-    response["Retry-After"] = "5"
+    if retry:
+        response["Retry-After"] = "5"
     return response
+
+
+def key_store_unavailable(exc: KeyStoreUnavailable) -> JsonResponse:
+    """The 503 for ``exc``: an outage says try again; an unreadable key says what to run."""
+    if isinstance(exc, KeyUnreadable):
+        return unavailable(exc.detail, retry=False)  # a deploy fixes it, not a retry
+    return unavailable()
 
 
 # -- the chat session ---------------------------------------------------------------
@@ -336,7 +344,7 @@ class ChatSecurityMiddleware:
             return None
         logger.warning("chat request answered 503: %s in the view", type(exception).__name__)
         if isinstance(exception, KeyStoreUnavailable):
-            return unavailable()
+            return key_store_unavailable(exception)
         return unavailable(DATABASE_UNAVAILABLE)
 
     # -- shared by both paths --------------------------------------------------------
@@ -359,9 +367,12 @@ class ChatSecurityMiddleware:
             _count(exc.code)
             logger.debug("chat request refused: %s", exc.code)
             return rejection(exc)
-        except KeyStoreUnavailable:
+        except KeyUnreadable as exc:
+            logger.error("chat request refused: %s", exc.detail)
+            return key_store_unavailable(exc)
+        except KeyStoreUnavailable as exc:
             logger.warning("chat request refused: the key store cannot be read")
-            return unavailable()
+            return key_store_unavailable(exc)
         except Exception as exc:
             # Fail closed. Say where it broke, never what the token contained.
             frames = traceback.extract_tb(exc.__traceback__)

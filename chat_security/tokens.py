@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 
 from . import clock, keyring, usage
 from .conf import app_settings, register_cache
-from .exceptions import ChatSecurityError, KeyStateError, KeyStoreUnavailable, TokenError
+from .exceptions import ChatSecurityError, KeyStateError, KeyUnreadable, TokenError
 from .jws import ParsedToken, parse
 from .keyring import KIND_OF_ALGORITHM, KeyEntry, Snapshot
 from .lru import CONTAINERS
@@ -127,9 +127,10 @@ def match_signature(parsed: ParsedToken, candidates: list[KeyEntry]) -> KeyEntry
             key = entry.verify_key
             if key is not None and verifier(parsed.signing_input, key, parsed.signature):
                 return entry
-    if any(e.unreadable for e in candidates):
+    unreadable = [e.kid for e in candidates if e.unreadable]
+    if unreadable:
         # A usable key we cannot read might have signed it: unknown, not invalid.
-        raise KeyStoreUnavailable("a usable key cannot be decrypted with ENCRYPTION_KEYS")
+        raise KeyUnreadable(unreadable)
     raise TokenError("invalid_signature", tried=[e.kid for e in candidates])
 
 
@@ -366,7 +367,7 @@ def issue(sub: str, claims: dict[str, Any] | None = None, ttl: float | None = No
         raise KeyStateError("no active signing secret; run generate-secret first")
     key = active[0]
     if key.verify_key is None:
-        raise KeyStoreUnavailable("the active secret cannot be decrypted with ENCRYPTION_KEYS")
+        raise KeyUnreadable([key.kid])
     iat: float = int(now)
     revoked_at = snap.revoked_users.get(sub)
     if revoked_at is not None and iat < revoked_at:

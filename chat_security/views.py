@@ -8,7 +8,13 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from . import clock, keyring, keys
-from .exceptions import ChatSecurityError, KeyStateError, KeyStoreUnavailable, TokenError
+from .exceptions import (
+    ChatSecurityError,
+    KeyStateError,
+    KeyStoreUnavailable,
+    KeyUnreadable,
+    TokenError,
+)
 from .models import Key, KeyKind
 from .session import kept_token
 
@@ -66,6 +72,9 @@ def chat_token(request: HttpRequest) -> JsonResponse:
         return _no_store(response)
     try:
         kept = kept_token(request)
+    except KeyUnreadable as exc:
+        logger.error("no chat token issued: %s", exc.detail)
+        return _no_store(JsonResponse({"error": "unavailable", "detail": exc.detail}, status=503))
     except KeyStoreUnavailable:
         return _no_store(JsonResponse({"error": "unavailable"}, status=503))
     except ChatSecurityError as exc:

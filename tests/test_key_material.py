@@ -6,6 +6,7 @@ Regression tests for issue 8, defects 2, 6 and 7.
 from __future__ import annotations
 
 import datetime as dt
+import io
 
 import pytest
 from django.db import DatabaseError, transaction
@@ -191,3 +192,101 @@ def test_a_failing_flush_does_not_break_the_callers_transaction(clock, monkeypat
     monkeypatch.undo()
     assert usage.flush_usage() is True  # the counts were kept for the next flush
     assert Key.objects.get(pk=key.pk).use_count == 1
+
+
+# -- issue 17, item 1: ENCRYPTION_KEYS set after the first secret ------------------------------
+
+
+def _e020() -> list:
+    from chat_security import checks
+
+    return checks.check_deploy_key_material(databases=["default"])
+
+
+@pytest.mark.django_db
+def test_encryption_keys_set_after_generate_secret_say_what_to_run_and_the_recipe_recovers(
+    clock, client
+):
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    with override_settings(CHAT_SECURITY={}):  # W001: no ENCRYPTION_KEYS yet
+        made = cli("generate-secret")
+        assert made.code == 0
+        assert "Set ENCRYPTION_KEYS first" in made.err and "reencrypt" in made.err
+        kid, value = made.json["kid"], made.json["secret"]
+        assert _e020() == []
+    token = sign(value, claims(clock), kid=kid)
+
+    with encryption(K1):  # set after the secret: it no longer decrypts
+        response = client.get("/chat/api/messages", headers=bearer(token))
+        assert response.status_code == 503
+        body = response.json()
+        assert body["error"] == "unavailable" and "try again" not in body["detail"]
+        for words in (kid, "ENCRYPTION_KEYS", "second", "manage.py chat_security reencrypt"):
+            assert words in body["detail"]
+        assert "Retry-After" not in response  # a deploy fixes it, not a retry
+        [error] = _e020()
+        assert error.id == "chat_security.E020" and kid in error.msg
+        assert "SECRET_KEY" in error.hint and "reencrypt" in error.hint
+        with pytest.raises(SystemCheckError, match="chat_security.E020"):
+            call_command("check", deploy=True, databases=["default"], stdout=io.StringIO())
+
+    with encryption(K1, settings.SECRET_KEY):  # the recipe: the old key listed second...
+        assert _e020() == []
+        assert client.get("/chat/api/messages", headers=bearer(token)).status_code == 200
+        done = cli("reencrypt")  # ...then reencrypt...
+        assert done.code == 0 and done.json["reencrypted"] == [kid]
+        assert done.json["no_longer_needed"] == [2]
+    with encryption(K1):  # ...then the old key removed
+        assert _e020() == []
+        assert client.get("/chat/api/messages", headers=bearer(token)).status_code == 200
+
+
+@pytest.mark.django_db
+def test_e020_names_every_usable_key_it_cannot_decrypt_and_no_other(clock):
+    with encryption(K1):
+        retired, _ = Key.objects.generate_secret("t")
+        active, _ = Key.objects.rotate_secret(grace=0)
+        service = Key.objects.generate_service_keypair("t")
+    with encryption(K2, K1):
+        readable, _ = Key.objects.rotate_secret(grace=3600)  # active under K2; old one in grace
+    with encryption(K2):
+        [error] = _e020()
+        assert active.kid in error.msg and service.kid in error.msg
+        assert retired.kid not in error.msg and readable.kid not in error.msg
+        assert "set or changed after" in error.hint and "second" in error.hint
+    with encryption(K2, K1):
+        assert _e020() == []
+
+
+@pytest.mark.django_db
+def test_e020_reads_nothing_without_database(django_assert_num_queries):
+    from chat_security import checks
+
+    with django_assert_num_queries(0):
+        assert checks.check_deploy_key_material(databases=None) == []
+
+
+@pytest.mark.django_db
+def test_the_token_endpoint_and_the_cli_name_the_unreadable_secret(clock, client):
+    from django.contrib.auth import get_user_model
+
+    with encryption(K1):
+        key, value = Key.objects.generate_secret("t")
+    with encryption(K2):
+        client.force_login(get_user_model().objects.create_user("u17", password="x"))
+        response = client.get("/api/chat-token")
+        assert response.status_code == 503
+        assert key.kid in response.json()["detail"] and "reencrypt" in response.json()["detail"]
+        cli("verify", sign(value, claims(clock), kid=key.kid)).assert_bad_input(
+            key.kid, "reencrypt"
+        )
+
+
+@pytest.mark.django_db
+def test_generate_secret_is_quiet_when_encryption_keys_are_set(clock):
+    with encryption(K1):
+        made = cli("generate-secret")
+    assert made.code == 0 and made.err == ""

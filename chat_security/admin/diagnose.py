@@ -17,7 +17,14 @@ from typing import Any
 from django.db import Error as DatabaseError
 
 from .. import clock, identity, jws, keyring, tokens
-from ..exceptions import ERROR_CODES, HINTS, ChatSecurityError, KeyStoreUnavailable, TokenError
+from ..exceptions import (
+    ERROR_CODES,
+    HINTS,
+    ChatSecurityError,
+    KeyStoreUnavailable,
+    KeyUnreadable,
+    TokenError,
+)
 from ..keyring import KIND_OF_ALGORITHM, KeyEntry
 from ..models import KeyKind, KeyState
 from .timefmt import human_duration, relative, utc
@@ -346,6 +353,8 @@ def _diagnose(token: str) -> Diagnosis:
     now = clock.now()
     try:
         result = tokens.verify(token, count_use=False)
+    except KeyUnreadable as exc:
+        return Diagnosis(valid=False, code=UNAVAILABLE, explanation=exc.detail)
     except KeyStoreUnavailable:
         return Diagnosis(
             valid=False,

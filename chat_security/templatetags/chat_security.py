@@ -24,7 +24,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from ..conf import JS_IDENTIFIER, app_settings
-from ..exceptions import ChatSecurityError, TokenError
+from ..exceptions import ChatSecurityError, KeyUnreadable, TokenError
 from ..middleware import FINISHED_FLAG, anonymous_id_for, mark_private
 from ..session import kept_token
 
@@ -87,7 +87,7 @@ def chat_identity_token(context: template.Context, nonce: Any = None) -> str:
         # A page must render even while the chat cannot be secured; the widget then
         # falls back to the token endpoint, which reports the problem as JSON. A
         # TokenError says its §4 code and which claim, never a claim's value.
-        reason = str(exc) if isinstance(exc, TokenError) else type(exc).__name__
+        reason = str(exc) if isinstance(exc, TokenError | KeyUnreadable) else type(exc).__name__
         logger.warning("no chat token written: %s", reason)
         return ""
     if kept is None:

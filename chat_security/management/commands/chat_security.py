@@ -15,12 +15,18 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from chat_security import checks, identity, keys, tokens, usage
-from chat_security.conf import MAX_GRACE_HOURS
+from chat_security.conf import MAX_GRACE_HOURS, app_settings
 from chat_security.exceptions import ChatSecurityError, TokenError
 from chat_security.models import Key, RevokedUser, SecurityConfig
 
 ACTOR = "cli"
 MAX_INPUT = 1 << 20
+WITHOUT_ENCRYPTION_KEYS = (
+    "warning (chat_security.W001): CHAT_SECURITY['ENCRYPTION_KEYS'] is not set, so this key "
+    "is encrypted with SECRET_KEY. Set ENCRYPTION_KEYS first (manage.py chat_security "
+    "generate-encryption-key); if you set it now, list SECRET_KEY second and run "
+    "'manage.py chat_security reencrypt', or every chat request answers 503."
+)
 
 
 #: Claims ``issue`` sets itself, and the option that sets each.
@@ -226,11 +232,18 @@ class Command(BaseCommand):
     def do_generate_secret(self, options: dict[str, Any]) -> None:
         key, secret = Key.objects.generate_secret(ACTOR)
         self.emit({"kid": key.kid, "secret": secret})
+        self._warn_without_encryption_keys()
 
     def do_rotate_secret(self, options: dict[str, Any]) -> None:
         grace = self._grace_seconds(options)
         key, secret = Key.objects.rotate_secret(grace, ACTOR)
         self.emit({"kid": key.kid, "secret": secret})
+        self._warn_without_encryption_keys()
+
+    def _warn_without_encryption_keys(self) -> None:
+        """W001 at the moment it starts to matter: a key was just encrypted with SECRET_KEY."""
+        if app_settings.raw("ENCRYPTION_KEYS") is None:
+            self.stderr.write(WITHOUT_ENCRYPTION_KEYS)
 
     def do_add_public_key(self, options: dict[str, Any]) -> None:
         path = options["file"]
@@ -248,6 +261,7 @@ class Command(BaseCommand):
     def do_generate_service_keypair(self, options: dict[str, Any]) -> None:
         key = Key.objects.generate_service_keypair(ACTOR, self._grace_seconds(options))
         self.emit({"kid": key.kid, "public_key_pem": key.public_pem})
+        self._warn_without_encryption_keys()
 
     def do_revoke(self, options: dict[str, Any]) -> None:
         key = Key.objects.revoke(options["kid"], ACTOR)
