@@ -5,6 +5,7 @@ Ids are never reused; the README lists them all.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable
@@ -234,7 +235,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
             _error(
                 2,
                 f"Unknown CHAT_SECURITY keys: {', '.join(unknown)}.",
-                "Check the spelling against the settings reference.",
+                _spelling_hint(unknown),
             )
         )
     messages.extend(_setting_errors(app_settings.raw))
@@ -250,19 +251,67 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     return messages
 
 
+def _closest(name: str) -> str | None:
+    """The valid ``CHAT_SECURITY`` key ``name`` most likely misspells, if any."""
+    matches = difflib.get_close_matches(name.upper(), DEFAULTS, n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+def _spelling_hint(unknown: list[str]) -> str:
+    guesses = [f"{name!r} → {guess!r}" for name in unknown if (guess := _closest(name))]
+    if guesses:
+        return f"Did you mean: {', '.join(guesses)}? See the settings reference."
+    return "Check the spelling against the settings reference."
+
+
+#: A CHAT_SECURITY_* Django setting: a key meant for the dict, or an environment name.
+_STRAY_PREFIX = "CHAT_SECURITY_"
+
+
+@register(Tags.security)
+def check_stray_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """E021: ``CHAT_SECURITY_<KEY>`` set as a Django setting, which nothing reads."""
+    errors = []
+    for name in sorted(n for n in dir(settings) if n.startswith(_STRAY_PREFIX)):
+        key = name[len(_STRAY_PREFIX) :]
+        if key in DEFAULTS:
+            hint = (
+                f'Put it in the dict: CHAT_SECURITY = {{"{key}": ...}} (to read it from the '
+                f'environment: os.environ["{name}"] in settings.py).'
+            )
+        else:
+            guess = _closest(key)
+            hint = f"CHAT_SECURITY has no key {key!r}" + (
+                f'; did you mean CHAT_SECURITY = {{"{guess}": ...}}?' if guess else "."
+            )
+        errors.append(
+            _error(
+                21,
+                f"{name} is a Django setting of its own; chat_security reads only the "
+                "CHAT_SECURITY dict, so it has no effect.",
+                hint,
+            )
+        )
+    return errors
+
+
 @register(Tags.security)
 def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
     stack = list(getattr(settings, "MIDDLEWARE", []) or [])
     if _MIDDLEWARE not in stack:
-        # Without it nothing guards PROTECTED_PATHS, and pages carrying a token
-        # from the template tag are not marked Cache-Control: private.
-        return [
+        # An error, as Django's admin.E408 for AuthenticationMiddleware: nothing would
+        # guard PROTECTED_PATHS, and views reading request.chat_identity would 500.
+        return [_error(22, f"{_MIDDLEWARE} is not in MIDDLEWARE.", _MISSING_HINT)]
+    messages: list[Error | Warning] = []
+    if stack.count(_MIDDLEWARE) > 1:
+        messages.append(
             Warning(
-                f"{_MIDDLEWARE} is not in MIDDLEWARE.",
-                hint="Add it after the session and authentication middleware.",
-                id="chat_security.W002",
+                f"{_MIDDLEWARE} is listed {stack.count(_MIDDLEWARE)} times in MIDDLEWARE.",
+                hint="Keep one, after the session and authentication middleware: each copy "
+                "verifies the token again and counts the request again.",
+                id="chat_security.W008",
             )
-        ]
+        )
     position = stack.index(_MIDDLEWARE)
     for needed in (
         "django.contrib.sessions.middleware.SessionMiddleware",
@@ -270,13 +319,23 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Error | War
     ):
         if needed in stack and stack.index(needed) > position:
             return [
+                *messages,
                 _error(
                     16,
                     f"{_MIDDLEWARE} must come after {needed}.",
                     "Move it below the session and authentication middleware.",
-                )
+                ),
             ]
-    return _cache_order_errors(stack, position)
+    return [*messages, *_cache_order_errors(stack, position)]
+
+
+_MISSING_HINT = (
+    "Add it after the session and authentication middleware. Without it nothing "
+    "guards PROTECTED_PATHS, pages with the token tag are not marked private, and "
+    "request.chat_identity does not exist (an AttributeError, a 500, in views that read "
+    "it). Only a project that serves no chat over HTTP may silence this check "
+    "(SILENCED_SYSTEM_CHECKS)."
+)
 
 
 _UPDATE_CACHE = "django.middleware.cache.UpdateCacheMiddleware"

@@ -62,6 +62,16 @@ def test_e002_unknown_key():
     assert found == ["chat_security.E002"]
 
 
+def test_e002_suggests_the_closest_valid_key():
+    with override_settings(CHAT_SECURITY={"ENCRYPTION_KEY": ["k" * 40], "leeway": 5, "ZZZ": 1}):
+        [error] = [m for m in checks.check_settings() if m.id == "chat_security.E002"]
+    assert "'ENCRYPTION_KEY' → 'ENCRYPTION_KEYS'" in error.hint
+    assert "'leeway' → 'LEEWAY'" in error.hint and "ZZZ'" not in error.hint
+    with override_settings(CHAT_SECURITY={"ZZZ": 1}):
+        [error] = [m for m in checks.check_settings() if m.id == "chat_security.E002"]
+    assert error.hint == "Check the spelling against the settings reference."
+
+
 BAD_VALUES = [
     ("E003", "PROTECTED_PATHS", "/chat/api/"),
     ("E003", "PROTECTED_PATHS", ["chat/api/"]),
@@ -171,7 +181,9 @@ OURS = "chat_security.middleware.ChatSecurityMiddleware"
         ([OURS, SESSION, AUTH], ["chat_security.E016"]),
         ([SESSION, OURS, AUTH], ["chat_security.E016"]),
         ([OURS], []),
-        ([SESSION, AUTH], ["chat_security.W002"]),
+        ([SESSION, AUTH], ["chat_security.E022"]),
+        ([SESSION, AUTH, OURS, OURS], ["chat_security.W008"]),
+        ([OURS, SESSION, AUTH, OURS], ["chat_security.W008", "chat_security.E016"]),
     ],
 )
 def test_e016_middleware_order(stack, expected):
@@ -246,13 +258,52 @@ def test_migrations_are_complete():
     assert "No changes detected" in out.getvalue()
 
 
-def test_w002_when_the_middleware_is_missing(settings):
+def test_e022_when_the_middleware_is_missing(settings):
+    """Issue 17, item 6: an error (it was W002, then a 500 in views reading chat_identity)."""
     from chat_security.checks import check_middleware
 
-    settings.MIDDLEWARE = [
-        m for m in settings.MIDDLEWARE if m != "chat_security.middleware.ChatSecurityMiddleware"
-    ]
-    assert [m.id for m in check_middleware()] == ["chat_security.W002"]
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != OURS]
+    [error] = check_middleware()
+    assert error.id == "chat_security.E022" and error.is_serious()
+    assert "request.chat_identity" in error.hint and "SILENCED_SYSTEM_CHECKS" in error.hint
+    with pytest.raises(SystemCheckError, match="chat_security.E022"):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    settings.SILENCED_SYSTEM_CHECKS = ["chat_security.E022"]
+    call_command("check", stdout=StringIO(), stderr=StringIO())
+
+
+def test_w008_when_the_middleware_is_listed_twice(settings):
+    from chat_security.checks import check_middleware
+
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, OURS]
+    [warning] = check_middleware()
+    assert warning.id == "chat_security.W008" and "2 times" in warning.msg and warning.hint
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("CHAT_SECURITY_ENCRYPTION_KEYS", 'CHAT_SECURITY = {"ENCRYPTION_KEYS": ...}'),
+        ("CHAT_SECURITY_PROTECTED_PATHS", 'os.environ["CHAT_SECURITY_PROTECTED_PATHS"]'),
+        ("CHAT_SECURITY_ENCRYPTION_KEY", 'did you mean CHAT_SECURITY = {"ENCRYPTION_KEYS"'),
+        ("CHAT_SECURITY_NOTHING_LIKE_IT", "CHAT_SECURITY has no key 'NOTHING_LIKE_IT'."),
+    ],
+)
+def test_e021_a_chat_security_name_set_as_a_django_setting(name, hint):
+    with override_settings(**{name: ["an-encryption-key-of-at-least-32-characters"]}):
+        [error] = checks.check_stray_settings()
+        assert error.id == "chat_security.E021" and name in error.msg
+        assert hint in error.hint
+        with pytest.raises(SystemCheckError, match="chat_security.E021"):
+            call_command("check", stdout=StringIO(), stderr=StringIO())
+    assert checks.check_stray_settings() == []
+
+
+def test_the_cli_refuses_to_act_on_a_stray_setting():
+    from .test_cli import cli
+
+    with override_settings(CHAT_SECURITY_ENCRYPTION_KEYS=["x" * 40]):
+        cli("generate-secret").assert_bad_input("chat_security.E021")
 
 
 def test_no_middleware_message_when_it_is_in_place():

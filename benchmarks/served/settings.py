@@ -27,7 +27,7 @@ INSTALLED_APPS = [*STARTPROJECT_APPS, "rest_framework", "chat_security"]
 MIDDLEWARE = list(STARTPROJECT_MIDDLEWARE)
 if STACK == "chat":
     MIDDLEWARE += ["chat_security.middleware.ChatSecurityMiddleware"]
-SILENCED_SYSTEM_CHECKS = ["chat_security.W002"]  # the plain and drf stacks leave it out
+SILENCED_SYSTEM_CHECKS = ["chat_security.E022"]  # the plain and drf stacks leave it out
 ROOT_URLCONF = "served.urls"
 WSGI_APPLICATION = "served.wsgi.application"
 TEMPLATES = STARTPROJECT_TEMPLATES

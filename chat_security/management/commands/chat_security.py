@@ -11,6 +11,7 @@ import sys
 from argparse import ArgumentParser
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
@@ -160,9 +161,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         name = options["subcommand"].replace("-", "_")
-        errors = [
-            m for m in (*checks.check_settings(), *checks.check_middleware()) if m.is_serious()
-        ]
+        found = (
+            *checks.check_settings(),
+            *checks.check_stray_settings(),
+            *checks.check_middleware(),
+        )
+        silenced = set(getattr(settings, "SILENCED_SYSTEM_CHECKS", ()))
+        errors = [m for m in found if m.is_serious() and m.id not in silenced]
         if errors:
             raise _fail(f"{errors[0].id}: {errors[0].msg} Run 'manage.py check' for details.")
         try:
