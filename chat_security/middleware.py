@@ -30,6 +30,7 @@ from . import clock, keyring, tokens, usage
 from .conf import app_settings, register_cache
 from .exceptions import ERROR_CODES, KeyStoreUnavailable, KeyUnreadable, TokenError
 from .identity_types import ChatIdentity
+from .placement import missing_token_detail
 from .session import SUBJECT_SESSION_KEY
 from .values import ANONYMOUS_ID_RE
 
@@ -395,7 +396,8 @@ class ChatSecurityMiddleware:
         token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
         if token is None:
             if snapshot.enabled:
-                raise TokenError("missing_token")
+                # A token in the URL or under another scheme is named: the fix is precise.
+                raise TokenError("missing_token", missing_token_detail(request.META))
             anonymous_id = anonymous_id_for(request) if app_settings.ANONYMOUS_IDS else None
             return ChatIdentity.anonymous_visitor(anonymous_id)
         session = _existing_session(request)

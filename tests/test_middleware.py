@@ -457,6 +457,48 @@ def test_foreign_scheme_is_anonymous_when_off_but_bearer_is_never_downgraded(sec
     )
 
 
+# -- a token in the wrong place (issue 17, item 7) ------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["token", "access_token", "jwt", "Access_Token"])
+@pytest.mark.parametrize("path", [WHOAMI, AWHOAMI])
+def test_a_token_in_the_url_is_missing_token_saying_never_in_the_url(name, path, token_for):
+    token = token_for()
+    response = Client().get(f"{path}?lang=en&{name}={token}")
+    assert_rejected(response, "missing_token")
+    detail = response.json()["detail"]
+    assert f"?{name.lower()}=" in detail and "never" in detail and "URL" in detail
+    assert "Authorization: Bearer <token>" in detail
+    assert token not in detail
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("scheme", ["JWT", "Token", "jwt", "Basic"])
+def test_another_authorization_scheme_is_missing_token_naming_the_scheme(scheme, token_for):
+    header = f"{scheme} {token_for()}"
+    response = Client().get(WHOAMI, headers={"Authorization": header})
+    assert_rejected(response, "missing_token")
+    detail = response.json()["detail"]
+    assert f"the {scheme!r} scheme, not Bearer" in detail
+    assert "Authorization: Bearer <token>" in detail
+
+
+@pytest.mark.django_db
+def test_no_token_at_all_keeps_the_generic_detail(secret):
+    response = Client().get(WHOAMI + "?tokens=1&page=2")
+    assert_rejected(response, "missing_token")
+    assert response.json()["detail"] == ERROR_CODES["missing_token"]
+
+
+@pytest.mark.django_db
+def test_a_wrongly_placed_token_with_security_off_stays_anonymous(token_for):
+    security_off()
+    client = Client()
+    assert client.get(f"{WHOAMI}?token={token_for()}").json()["anonymous"]
+    assert client.get(WHOAMI, headers={"Authorization": "JWT a.b.c"}).json()["anonymous"]
+
+
 # -- failing closed -------------------------------------------------------------------
 
 

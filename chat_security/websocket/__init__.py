@@ -49,6 +49,7 @@ Channels' own ``AuthMiddlewareStack``), import it in ``asgi.py`` after
 
 from __future__ import annotations
 
+from ..placement import QUERY_TOKEN_NAMES, query_has_token
 from .connection import Connection
 from .protocol import (
     CLOSE_PROTOCOL_ERROR,
@@ -57,7 +58,6 @@ from .protocol import (
     DEFAULT_IDENTIFY_TIMEOUT,
     MAX_FRAME_BYTES,
     QUERY_DETAIL,
-    QUERY_TOKEN_NAMES,
     REFRESH_FRACTION,
     SUBPROTOCOL,
     UNAVAILABLE_DETAIL,
@@ -69,7 +69,6 @@ from .protocol import (
     identify_timeout,
     identify_token,
     parse_frame,
-    query_has_token,
     subprotocol_token,
     tick_seconds,
     token_times,

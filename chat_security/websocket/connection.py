@@ -21,6 +21,7 @@ from .. import clock, keyring, tokens, usage
 from ..conf import app_settings
 from ..exceptions import ERROR_CODES, KeyStoreUnavailable, TokenError
 from ..identity_types import ChatIdentity
+from ..placement import query_has_token
 from ..session import SUBJECT_SESSION_KEY
 from .protocol import (
     CLOSE_PROTOCOL_ERROR,
@@ -41,7 +42,6 @@ from .protocol import (
     not_configured,
     one_line,
     parse_frame,
-    query_has_token,
     subprotocol_token,
     token_times,
     where,

@@ -7,12 +7,10 @@ and the watcher (``watcher``) apply them.
 from __future__ import annotations
 
 import json
-import re
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import timedelta
 from typing import Any
-from urllib.parse import unquote_plus
 
 from django.http.cookie import parse_cookie
 
@@ -27,8 +25,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SUBPROTOCOL = "chat-security"
-#: Query parameters that would put a token in access logs; their presence is refused.
-QUERY_TOKEN_NAMES = frozenset({"token", "access_token", "jwt"})
 QUERY_DETAIL = "send the token as a subprotocol or in an identify message, never in the URL"
 UNAVAILABLE_DETAIL = "The chat key store cannot be read; try again."
 MAX_FRAME_BYTES = 64 * 1024
@@ -37,8 +33,6 @@ REFRESH_FRACTION = 0.75
 CLOSE_PROTOCOL_ERROR = 4400
 CLOSE_REFUSED = 4401
 CLOSE_UNAVAILABLE = 4503
-
-_QUERY_SPLIT = re.compile(r"[&;]")
 
 
 # -- settings -----------------------------------------------------------------------
@@ -72,18 +66,6 @@ def subprotocol_token(subprotocols: list[str]) -> str | None:
     except ValueError:
         return None
     return subprotocols[at + 1] if at + 1 < len(subprotocols) else None
-
-
-def query_has_token(query_string: bytes | str) -> bool:
-    if not query_string:
-        return False
-    if isinstance(query_string, bytes):
-        query_string = query_string.decode("latin-1")
-    for part in _QUERY_SPLIT.split(query_string):
-        name = unquote_plus(part.split("=", 1)[0]).strip().lower()
-        if name in QUERY_TOKEN_NAMES:
-            return True
-    return False
 
 
 def app_scope(scope: Scope, offered: bool) -> dict[str, Any]:
