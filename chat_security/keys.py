@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -204,34 +206,81 @@ def _load_jwk(text: str) -> tuple[object, str | None]:
     return key, kid
 
 
+#: One PEM block; its body is re-wrapped, so a key pasted on one line still reads.
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
+_BASE64_BODY = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def _unwrap(text: str) -> str:
+    """The key inside what was pasted: a JSON string (``"-----BEGIN…\\n…"``, as in a
+    JSON config), quotes around it (an environment file), or ``\\n`` escapes."""
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":
+        try:
+            inner = json.loads(text, strict=False) if text[0] == '"' else text[1:-1]
+        except ValueError:
+            inner = text[1:-1]
+        text = inner.strip() if isinstance(inner, str) else text
+    if "\\" in text and "-----BEGIN" in text:
+        try:
+            text = json.loads(f'"{text}"', strict=False)
+        except ValueError:
+            text = text.replace("\\r", "").replace("\\n", "\n")
+    return text.strip()
+
+
+def _canonical_pem(text: str) -> str:
+    """The PEM block of ``text`` with its body as base64 lines of 64, or a precise refusal."""
+    match = _PEM_BLOCK.search(text)
+    if match is None:
+        label = re.search(r"-----BEGIN ([A-Z0-9 ]+)-----", text)
+        end = f"-----END {label.group(1)}-----" if label else "-----END …-----"
+        raise KeyImportError(
+            f"the PEM key has no '{end}' line: copy the whole key, from -----BEGIN to -----END"
+        )
+    label, body = match.group(1), "".join(match.group(2).split())
+    if not _BASE64_BODY.fullmatch(body) or len(body) % 4:
+        bad = next((c for c in body if not (c.isascii() and (c.isalnum() or c in "+/="))), "")
+        what = f"contains {bad!r}, which is not base64" if bad else "is cut short or changed"
+        raise KeyImportError(
+            f"the PEM key cannot be read: its body {what}; copy the key exactly as its file "
+            "holds it"
+        )
+    lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    return f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n"
+
+
 def _load_any(text: str) -> tuple[object, str | None]:
     if "PRIVATE KEY" in text or text.startswith("PuTTY-User-Key-File"):
         raise KeyImportError(
             "this is a private key; paste only the public key. The private key stays "
             "on your server and was not stored here."
         )
-    try:
-        if text.startswith("{"):
-            return _load_jwk(text)
-        if "BEGIN CERTIFICATE" in text:
-            return x509.load_pem_x509_certificate(text.encode()).public_key(), None
-        if "BEGIN" in text:
-            return serialization.load_pem_public_key(text.encode()), None
-        if text.startswith(("ssh-", "ecdsa-")):
-            return serialization.load_ssh_public_key(text.encode()), None
-    except KeyImportError:
-        raise
-    except (ValueError, TypeError, IndexError, UnsupportedAlgorithm) as exc:
-        raise KeyImportError(f"the key could not be read: {_first_line(exc)}") from exc
+    if text.startswith("{"):
+        return _load_jwk(text)
+    if "-----BEGIN" in text:
+        pem = _canonical_pem(text).encode()
+        if b"BEGIN CERTIFICATE" in pem:
+            return _parsed(lambda: x509.load_pem_x509_certificate(pem).public_key(), "certificate")
+        return _parsed(lambda: serialization.load_pem_public_key(pem), "PEM public key")
+    if text.startswith(("ssh-", "ecdsa-")):
+        return _parsed(lambda: serialization.load_ssh_public_key(text.encode()), "ssh key line")
     raise KeyImportError(
         "unrecognised key format; paste a PEM public key, an X.509 certificate, "
         "an 'ssh-rsa' line or an RSA JWK"
     )
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+def _parsed(load: Callable[[], object], what: str) -> tuple[object, None]:
+    """``load()``, with the library's refusal said in our words (never its own text)."""
+    try:
+        return load(), None
+    except UnsupportedAlgorithm as exc:
+        raise KeyImportError(f"this {what} holds a key type that is not supported") from exc
+    except (ValueError, TypeError, IndexError) as exc:
+        raise KeyImportError(
+            f"the {what} could not be read: its data is damaged or incomplete; copy it "
+            "again, whole and unchanged"
+        ) from exc
 
 
 def parse_public_key(text: str | bytes) -> PublicKeyInfo:
@@ -250,7 +299,7 @@ def parse_public_key(text: str | bytes) -> PublicKeyInfo:
         raise KeyImportError("no key was given")
     if len(text) > MAX_KEY_TEXT:
         raise KeyImportError("the key text is too large to be a public key")
-    key, jwk_kid = _load_any(text)
+    key, jwk_kid = _load_any(_unwrap(text))
     if not isinstance(key, rsa.RSAPublicKey):
         kind = type(key).__name__.lstrip("_").replace("PublicKey", "") or "unknown"
         raise KeyImportError(f"only RSA keys are accepted (RS256); this is a {kind} key")

@@ -312,6 +312,16 @@ def test_every_public_key_format_is_accepted(admin_client_, fmt):
     assert AuditEntry.objects.filter(action="add_public_key", kid=key.kid).exists()
 
 
+@pytest.mark.parametrize(
+    "wrap", [json.dumps, lambda pem: pem.replace("\n", "\\n")], ids=["json", "escapes"]
+)
+def test_a_public_key_copied_from_a_json_config_is_accepted(admin_client_, wrap):
+    """Issue 17, item 8: quotes and \\n escapes around a PEM are taken off."""
+    spki = _formats()["spki"]
+    admin_client_.post(BASE + "public-key/add/", {"public_key": wrap(spki)})
+    assert Key.objects.get(kind=KeyKind.PUBLIC_KEY).public_pem == spki
+
+
 def test_public_key_with_an_explicit_kid(admin_client_):
     admin_client_.post(
         BASE + "public-key/add/", {"public_key": _formats()["spki"], "kid": "site-2027"}

@@ -154,6 +154,77 @@ def test_the_same_key_twice_is_refused(keydir):
     assert Key.objects.count() == 1
 
 
+# -- keys as copied from a JSON config or an environment variable (issue 17, item 8) --------
+
+
+def _one_line(pem: str) -> str:
+    return pem.strip().replace("\n", " ")
+
+
+PASTED_FORMS = {
+    "json string": lambda pem: json.dumps(pem),
+    "json string, indented": lambda pem: "  " + json.dumps(pem) + "\n",
+    "escaped newlines": lambda pem: pem.replace("\n", "\\n"),
+    "escaped CRLF": lambda pem: pem.replace("\n", "\\r\\n"),
+    "single quotes + escapes": lambda pem: "'" + pem.strip().replace("\n", "\\n") + "'",
+    "double quotes, real newlines": lambda pem: '"' + pem + '"',
+    "one line with spaces": _one_line,
+    "json with escaped slashes": lambda pem: json.dumps(pem).replace("/", "\\/"),
+}
+
+
+@pytest.mark.parametrize("form", sorted(PASTED_FORMS))
+@pytest.mark.parametrize("source", ["spki.pem", "pkcs1_pub.pem", "cert.pem"])
+def test_a_pem_pasted_from_json_or_an_environment_variable_is_accepted(keydir, source, form):
+    pasted = PASTED_FORMS[form](text(keydir, source))
+    info = keys.parse_public_key(pasted)
+    assert info.pem == text(keydir, "spki.pem")
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [json.dumps, lambda jwk: "'" + jwk + "'"],
+    ids=["json string", "single quotes"],
+)
+def test_a_quoted_jwk_or_ssh_line_is_accepted(keydir, wrap):
+    jwk = keys.parse_public_key(wrap(json.dumps(rsa_jwk(keydir))))
+    assert jwk.pem == text(keydir, "spki.pem")
+    ssh = keys.parse_public_key(wrap(text(keydir, "id_rsa.pub").strip()))
+    assert ssh.bits == 2048
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda pem: pem.split("-----END")[0], ("no '-----END PUBLIC KEY-----' line",)),
+        (lambda pem: pem.replace("\n", '"\n', 3), ("contains '\"'", "not base64")),
+        (lambda pem: pem.replace("\n", "\\x\n", 2), ("contains '\\\\'", "not base64")),
+        (lambda pem: pem[:60] + pem[-30:], ("cut short",)),
+        (lambda pem: pem.replace(pem.splitlines()[1], "A" * 64), ("damaged or incomplete",)),
+    ],
+    ids=["no END line", "stray quotes", "a backslash", "cut short", "damaged"],
+)
+def test_a_damaged_pem_says_what_is_wrong_in_our_words(keydir, damage, words):
+    pasted = damage(text(keydir, "spki.pem"))
+    with pytest.raises(KeyImportError) as info:
+        Key.objects.add_public_key(pasted)
+    message = str(info.value)
+    for word in words:
+        assert word in message
+    for library_words in ("deserialize", "ASN.1", "InvalidData", "Details:", "error:"):
+        assert library_words not in message
+
+
+@pytest.mark.django_db
+def test_add_public_key_on_the_cli_takes_a_json_escaped_pem(keydir, clock):
+    from .test_cli import cli
+
+    result = cli("add-public-key", "-", stdin=json.dumps(text(keydir, "spki.pem")))
+    assert result.code == 0, result.err
+    assert result.json["fingerprint"] == rfc7638(rsa_jwk(keydir))
+
+
 # -- refusals ----------------------------------------------------------------------
 
 
