@@ -383,21 +383,24 @@ def delete_contact(user_id: str, actor: str = "") -> dict[str, Any]:
     rows that cascade from the contact are counted too. A user's contact takes
     the anonymous ids linked to it along (:func:`link_anonymous`): the signal
     goes out for each, and the counts include ``anonymous_links`` and
-    ``anonymous_contacts``. Raises ChatSecurityError when no such contact exists.
+    ``anonymous_contacts``. An id with no contact deletes nothing and returns
+    ``{"contact": 0}`` (an erasure request may come twice); the audit log records it.
+    Raises ChatSecurityError for an empty id.
     """
     if not isinstance(user_id, str) or not user_id:
         raise ChatSecurityError("give the contact's user id")
     with transaction.atomic():
         contact = Contact.objects.select_for_update().filter(user_id=user_id).first()
-        if contact is None:
-            raise ChatSecurityError(f"no contact with user id {user_id[:255]!r}")
-        deleted: dict[str, int] = {"contact": 1}
-        _delete_linked(contact, deleted)
-        add_counts(
-            deleted,
-            contact_deleting.send(sender=Contact, user_id=external_id(contact), contact=contact),
-        )
-        _delete_rows(Contact.objects.filter(pk=contact.pk), deleted)
+        deleted: dict[str, int] = {"contact": 0 if contact is None else 1}
+        if contact is not None:
+            _delete_linked(contact, deleted)
+            add_counts(
+                deleted,
+                contact_deleting.send(
+                    sender=Contact, user_id=external_id(contact), contact=contact
+                ),
+            )
+            _delete_rows(Contact.objects.filter(pk=contact.pk), deleted)
         summary = ", ".join(f"{k}={v}" for k, v in deleted.items())
         AuditEntry.record(actor, "delete_contact", detail=f"{user_id} ({summary})")
     logger.info("contact %s deleted by %s: %s", user_id, actor or "-", summary)

@@ -232,8 +232,8 @@ def _canonical_pem(text: str) -> str:
     """The PEM block of ``text`` with its body as base64 lines of 64, or a precise refusal."""
     match = _PEM_BLOCK.search(text)
     if match is None:
-        label = re.search(r"-----BEGIN ([A-Z0-9 ]+)-----", text)
-        end = f"-----END {label.group(1)}-----" if label else "-----END …-----"
+        begin = re.search(r"-----BEGIN ([A-Z0-9 ]+)-----", text)
+        end = f"-----END {begin.group(1)}-----" if begin else "-----END …-----"
         raise KeyImportError(
             f"the PEM key has no '{end}' line: copy the whole key, from -----BEGIN to -----END"
         )

@@ -15,6 +15,7 @@ from .exceptions import (
     KeyUnreadable,
     TokenError,
 )
+from .middleware import rejection
 from .models import Key, KeyKind
 from .session import kept_token
 
@@ -41,11 +42,20 @@ def _no_store(response: JsonResponse) -> JsonResponse:
 
 
 def _cannot_issue(exc: ChatSecurityError) -> JsonResponse:
-    """503 for a token that cannot be issued: the client can fix none of it."""
+    """The refusal for a token that cannot be issued: the client can fix none of it.
+
+    No active secret: 401 ``security_not_configured``, the middleware's answer to a
+    site without keys (SPEC §5), so a widget meets one answer for one state.
+    Anything else: 503 ``unavailable``.
+    """
     if isinstance(exc, KeyStateError):
-        error = "security_not_configured"
-        detail = "No chat token can be issued (is there an active signing secret?)."
-    elif isinstance(exc, TokenError):
+        return rejection(
+            TokenError(
+                "security_not_configured",
+                "no active signing secret exists yet, so no chat token can be issued",
+            )
+        )
+    if isinstance(exc, TokenError):
         # Claims (from CLAIMS_BUILDER) that the verifier would refuse: server-side
         # trouble, answered like an outage; the code is a hint, the log names the claim.
         error = "unavailable"
@@ -62,9 +72,10 @@ def chat_token(request: HttpRequest) -> JsonResponse:
     ``{"token", "expires_at", "refresh_at"}`` with times in POSIX seconds;
     ``refresh_at`` is at 75 % of the lifetime. The same token comes back until
     then, so widgets may call this on every page load. When no token can be
-    issued the answer is a 503 JSON error, never a 500: ``security_not_configured``
-    without an active secret, ``unavailable`` when the key store cannot be read or
-    the claims from ``CLAIMS_BUILDER`` would be refused by the verifier.
+    issued the answer is a JSON error, never a 500: 401 ``security_not_configured``
+    without an active secret (as the middleware answers), 503 ``unavailable`` when
+    the key store cannot be read or the claims from ``CLAIMS_BUILDER`` would be
+    refused by the verifier.
     """
     if request.method not in ("GET", "HEAD"):
         response = JsonResponse({"error": "method_not_allowed", "detail": "Use GET."}, status=405)

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,33 @@ def store_state() -> tuple:
 
 
 # -- the page -----------------------------------------------------------------------
+
+
+class _Ids(HTMLParser):
+    """Every id attribute, and every label's and aria-describedby's target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.references: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name == "id" and value:
+                self.ids.append(value)
+            if value and (name == "aria-describedby" or (tag == "label" and name == "for")):
+                self.references.extend(value.split())
+
+
+def test_panel_html_ids_are_unique_and_every_label_finds_its_field(admin_client_):
+    """Issue 17, item 9: both grace-hours fields were id_grace_hours."""
+    generate(admin_client_)
+    Key.objects.generate_service_keypair("t")  # both forms show a grace field
+    page = _Ids()
+    page.feed(admin_client_.get(BASE).content.decode())
+    assert "id_grace_hours" in page.ids and "id_service_grace_hours" in page.ids
+    assert [i for i in set(page.ids) if page.ids.count(i) > 1] == []
+    assert set(page.references) <= set(page.ids)
 
 
 def test_panel_is_a_proper_admin_page(admin_client_):

@@ -19,7 +19,7 @@ from joserfc import jwe
 from joserfc.jwk import RSAKey
 
 from chat_security import tokens
-from chat_security.exceptions import ERROR_CODES
+from chat_security.exceptions import ERROR_CODES, HINTS
 from chat_security.models import AuditEntry, Contact, Key, RevokedUser, SecurityConfig
 
 from .servers import LANE_VARIABLES
@@ -159,8 +159,60 @@ def test_verify_invalid(clock, secret):
         "valid": False,
         "error": "invalid_signature",
         "detail": ERROR_CODES["invalid_signature"],
+        "hints": [
+            "The signature matches no key known here, usable or not. " + HINTS["invalid_signature"]
+        ],
     }
     assert result.err == ""
+
+
+def test_verify_gives_the_admin_testers_hints(clock, secret):
+    """Issue 17, item 9: one diagnosis (chat_security.diagnosis) for the tester and the CLI."""
+    from chat_security.diagnosis import diagnose
+
+    old_key, old_value = secret
+    Key.objects.rotate_secret(grace=0)
+    cases = [
+        hs256(old_value, claims(clock)),  # signed with the retired secret, no kid
+        hs256(old_value, claims(clock, exp=int(clock.t) - 3600)),  # and expired
+        "Bearer " + tokens.issue("user-1"),  # the tester's paste mistakes
+        '"' + tokens.issue("user-1") + '"',
+    ]
+    for token in cases:
+        result = cli("verify", token)
+        assert result.code == 1
+        assert result.json["hints"] == diagnose(token).hints != []
+    retired = cli("verify", cases[0]).json["hints"][0]
+    assert f"Signed with signing secret {old_key.kid}, retired" in retired
+    assert "Remove the 'Bearer ' prefix" in cli("verify", cases[2]).json["hints"][0]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "verify",
+        "issue",
+        "security",
+        "generate-secret",
+        "rotate-secret",
+        "add-public-key",
+        "generate-service-keypair",
+        "revoke",
+        "revoke-user",
+        "delete-contact",
+        "status",
+        "generate-encryption-key",
+        "reencrypt",
+    ],
+)
+def test_every_subcommand_help_says_what_it_does(name, capsys):
+    with pytest.raises(SystemExit) as done:
+        call_command("chat_security", name, "--help")
+    assert done.value.code == 0
+    usage, _, rest = capsys.readouterr().out.partition("\n\n")
+    description = rest.split("\n\n")[0]
+    assert usage.startswith(f"usage: chat_security {name}") and description.strip()
+    assert not description.startswith(("positional arguments", "options"))
 
 
 def test_verify_empty_string_is_missing_token(clock):
@@ -617,7 +669,7 @@ def test_process_secret_issue_verify(manage):
     assert (empty.code, empty.json["error"]) == (1, "missing_token")
     tampered = manage("verify", token[:-4] + ("AAAA" if token[-4:] != "AAAA" else "BBBB"))
     assert tampered.code == 1 and tampered.json["error"] in ("invalid_signature", "malformed")
-    assert set(tampered.json) == {"valid", "error", "detail"}
+    assert set(tampered.json) == {"valid", "error", "detail", "hints"}
 
 
 def test_process_bad_input(manage, tmp_path):

@@ -1,4 +1,4 @@
-"""The token tester's explanations (chat_security.admin.diagnose)."""
+"""The token tester's explanations (chat_security.diagnosis), shared by the CLI's verify."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pytest
 from joserfc import jwe
 from joserfc.jwk import RSAKey
 
-from chat_security.admin import diagnose as diagnose_module
-from chat_security.admin.diagnose import diagnose, human_duration, relative, utc
+from chat_security import diagnosis as diagnose_module
+from chat_security.diagnosis import diagnose
 from chat_security.exceptions import ERROR_CODES
 from chat_security.models import Key, KeyKind, RevokedUser
+from chat_security.timefmt import human_duration, relative, utc
 from tests import tokencraft as tc
 
 pytestmark = pytest.mark.django_db
@@ -350,6 +351,6 @@ def test_outcome_of_service_key_kind_label():
 
 @pytest.mark.parametrize("value", [10**400, -(10**400), 10**20, 1e300, -1e300])
 def test_time_facts_skip_times_no_calendar_can_show(value):
-    from chat_security.admin.diagnose import time_facts
+    from chat_security.diagnosis import time_facts
 
     assert time_facts({"exp": value, "iat": value, "nbf": value}, 1_800_000_000.0) == []

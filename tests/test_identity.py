@@ -5,7 +5,7 @@ import random
 from types import SimpleNamespace
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import call_command
 from django.db import IntegrityError, connection
 from django.http import JsonResponse
 from django.test import Client, override_settings
@@ -742,9 +742,18 @@ def test_delete_anonymous_contact_deletes_its_cookie_conversation():
 
 
 @pytest.mark.django_db
-def test_delete_unknown_contact_is_an_error():
-    with pytest.raises(ChatSecurityError, match="no contact with user id 'nobody'"):
-        identity.delete_contact("nobody")
+def test_delete_unknown_contact_returns_zero_counts():
+    """Issue 17, item 9: as the README says, counts; an erasure may be asked twice."""
+    identity.contact_for(verified({"sub": "somebody", "iat": 1}))
+    assert identity.delete_contact("nobody", actor="tester") == {
+        "user_id": "nobody",
+        "deleted": {"contact": 0},
+    }
+    assert Contact.objects.filter(user_id="somebody").exists()
+    entry = AuditEntry.objects.get(action="delete_contact")
+    assert entry.actor == "tester" and entry.detail == "nobody (contact=0)"
+    with pytest.raises(ChatSecurityError, match="user id"):
+        identity.delete_contact("")
 
 
 @pytest.mark.django_db
@@ -775,7 +784,5 @@ def test_cli_delete_contact(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out == {"user_id": "cli-user", "deleted": {"contact": 1, "messages": 2}}
     assert AuditEntry.objects.get(action="delete_contact").actor == "cli"
-    with pytest.raises(CommandError) as info:
-        call_command("chat_security", "delete-contact", "cli-user")
-    assert info.value.returncode == 2
-    assert "no contact with user id 'cli-user'" in str(info.value)
+    call_command("chat_security", "delete-contact", "cli-user")  # again: nothing left
+    assert json.loads(capsys.readouterr().out) == {"user_id": "cli-user", "deleted": {"contact": 0}}

@@ -12,8 +12,8 @@ import pytest
 from django.db import DatabaseError, transaction
 from django.test import override_settings
 
+from chat_security import diagnosis as diagnose
 from chat_security import keyring, keys, tokens, usage
-from chat_security.admin import diagnose
 from chat_security.exceptions import KeyStoreUnavailable, TokenError
 from chat_security.models import Key
 

@@ -82,10 +82,18 @@ def test_head_is_allowed(alice, secret):
 
 
 @pytest.mark.django_db
-def test_no_active_secret_is_503_json(alice):
-    response = logged_in(alice).get(URL)
-    assert response.status_code == 503
-    assert response.json()["error"] == "security_not_configured"
+def test_no_active_secret_is_the_middlewares_401(alice):
+    """Issue 17, item 9: one state, one answer (SPEC §5), here and on the chat API."""
+    client = logged_in(alice)
+    response = client.get(URL)
+    api = client.get("/chat/api/whoami", headers={"Authorization": "Bearer a.b.c"})
+    for answer in (response, api):
+        assert answer.status_code == 401
+        assert answer.json()["error"] == "security_not_configured"
+        assert answer["WWW-Authenticate"] == (
+            'Bearer error="invalid_token", error_description="security_not_configured"'
+        )
+    assert "signing secret" in response.json()["detail"]
     assert response["Cache-Control"] == "private, no-store"
 
 

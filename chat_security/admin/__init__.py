@@ -3,8 +3,9 @@
 Django's autodiscovery imports this package, which registers the ModelAdmins.
 Its modules: ``panel`` (the panel's views), ``revocations`` (*Revoke a user*
 and the read-only list of revoked users), ``data`` (what the panel shows),
-``forms``, ``diagnose`` (the token tester's explanations), ``timefmt`` (times
-in words, UTC) and ``contacts`` (the contact admin with the GDPR deletion).
+``forms`` and ``contacts`` (the contact admin with the GDPR deletion). The
+token tester's explanations are ``chat_security.diagnosis``, which the CLI's
+``verify`` shares.
 Nothing outside this package imports it (tests/test_layout.py).
 
 ``SecurityConfig``'s changelist *is* the panel, so the admin index links to it

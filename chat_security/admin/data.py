@@ -18,8 +18,8 @@ from .. import usage as usage_counters
 from ..conf import app_settings
 from ..exceptions import ERROR_CODES
 from ..models import AuditEntry, Key, KeyKind, KeyState, RevokedUser, SecurityConfig, TrafficStat
+from ..timefmt import relative, utc
 from .forms import default_grace_hours
-from .timefmt import relative, utc
 
 RECENT_AUDIT = 10
 RECENT_REVOKED_USERS = 5

@@ -61,7 +61,16 @@ class RotateSecretForm(forms.Form):
 
 
 class ServiceKeyForm(RotateSecretForm):
-    """Generate the service key pair; an active one goes into grace."""
+    """Generate the service key pair; an active one goes into grace.
+
+    The panel shows it beside :class:`RotateSecretForm`: its own HTML ids
+    (``id_service_grace_hours``) keep the page's ids unique and each label
+    tied to its own field. The POSTed names stay the same.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "id_service_%s")
+        super().__init__(*args, **kwargs)
 
 
 class RevokeKeyForm(forms.Form):

@@ -31,10 +31,11 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
 from .. import clock, keys
+from ..diagnosis import Diagnosis, diagnose
 from ..exceptions import KeyImportError, KeyStateError
 from ..models import AuditEntry, Key, KeyKind, SecurityConfig
+from ..timefmt import utc
 from . import data as admin_data
-from .diagnose import Diagnosis, diagnose
 from .forms import (
     PublicKeyForm,
     RevokeKeyForm,
@@ -44,7 +45,6 @@ from .forms import (
     ServiceKeyForm,
     TokenTestForm,
 )
-from .timefmt import utc
 
 csrf_protect_m = method_decorator(csrf_protect)
 sensitive_post_parameters_m = method_decorator(sensitive_post_parameters())

@@ -40,7 +40,7 @@ from joserfc.jwk import RSAKey
 
 import chat_security
 from chat_security import tokens
-from chat_security.admin.diagnose import diagnose
+from chat_security.diagnosis import diagnose
 from chat_security.exceptions import ERROR_CODES, TokenError
 from chat_security.models import AuditEntry, Key, SecurityConfig
 from chat_security.websocket import SUBPROTOCOL, ChatSecurityWebSocketMiddleware

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from chat_security import checks, identity, keys, tokens, usage
+from chat_security import checks, diagnosis, identity, keys, tokens, usage
 from chat_security.conf import MAX_GRACE_HOURS, app_settings
 from chat_security.exceptions import ChatSecurityError, TokenError
 from chat_security.models import Key, RevokedUser, SecurityConfig
@@ -104,7 +104,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="subcommand", required=True, parser_class=_Parser)
-        add = sub.add_parser
+
+        def add(name: str, *, help: str) -> _Parser:
+            """A subcommand whose ``--help`` says what it does, as the command list does."""
+            return sub.add_parser(name, help=help, description=help)
+
         p = add("verify", help="Verify a token; JSON result, exit 0 if valid, 1 if not.")
         p.add_argument("token", help="The token, or - to read it from stdin.")
         p.add_argument(
@@ -198,7 +202,8 @@ class Command(BaseCommand):
                 token, session_subject=options.get("session_subject"), count_use=False
             )
         except TokenError as exc:
-            self.emit({"valid": False, "error": exc.code, "detail": exc.detail})
+            hints = diagnosis.explain_failure(exc, token).hints  # the admin tester's hints
+            self.emit({"valid": False, "error": exc.code, "detail": exc.detail, "hints": hints})
             raise SystemExit(1) from None
         self.emit(
             {

@@ -1,6 +1,6 @@
-"""Times as the admin shows them: UTC, and in the words a person would use.
+"""Times as the admin and the CLI show them: UTC, in the words a person would use.
 
-The panel's key tables and the token tester both use these; times are UTC
+The panel's key tables and the token tester (admin and CLI) use these; times are UTC
 so that what support staff read matches what the signing servers log.
 """
 

@@ -1,4 +1,5 @@
-"""The token tester's explanation engine (admin: **Test a JWT Token**).
+"""The token tester's explanation engine: the admin's **Test a JWT Token** and
+the CLI's ``verify`` give the same explanations and hints.
 
 The verdict is always the engine's: :func:`diagnose` calls ``tokens.verify``
 (without counting a use) and only *explains* the outcome. To name the key a
@@ -16,8 +17,8 @@ from typing import Any
 
 from django.db import Error as DatabaseError
 
-from .. import clock, identity, jws, keyring, tokens
-from ..exceptions import (
+from . import clock, identity, jws, keyring, tokens
+from .exceptions import (
     ERROR_CODES,
     HINTS,
     ChatSecurityError,
@@ -25,8 +26,8 @@ from ..exceptions import (
     KeyUnreadable,
     TokenError,
 )
-from ..keyring import KIND_OF_ALGORITHM, KeyEntry
-from ..models import KeyKind, KeyState
+from .keyring import KIND_OF_ALGORITHM, KeyEntry
+from .models import KeyKind, KeyState
 from .timefmt import human_duration, relative, utc
 
 #: A token that expired (or starts) within this many seconds of "now" is
@@ -343,7 +344,18 @@ def displayable(value: Any) -> Any:
 
 def diagnose(token: str) -> Diagnosis:
     """Verify ``token`` like the middleware would and explain the outcome, ready to show."""
-    diag = _diagnose(token)
+    return _displayable(_diagnose(token))
+
+
+def explain_failure(exc: TokenError, token: str | bytes) -> Diagnosis:
+    """Explain the refusal ``exc`` that ``tokens.verify`` raised for ``token``, as the
+    tester would: for callers that verify themselves (the CLI's ``verify``)."""
+    if isinstance(token, bytes):
+        token = token.decode("utf-8", "replace")
+    return _displayable(_explain_failure(exc, token, clock.now()))
+
+
+def _displayable(diag: Diagnosis) -> Diagnosis:
     for name in ("detail", "hints", "header", "claims", "user_id", "identity", "private_keys"):
         setattr(diag, name, displayable(getattr(diag, name)))
     return diag
