@@ -8,8 +8,9 @@ A worker asks "did the key store change?" at most once per
 memory. Printed, in µs:
 
 * ``get_snapshot()`` between two checks (what every request pays);
-* one check with the change counter in a shared cache (the file cache here,
-  Redis when ``CACHE_URL`` is set): no query;
+* one check with the change counter in a shared cache (``KEY_CACHE_ALIAS``;
+  Redis when ``CACHE_URL`` is set, else the test suite's in-process stand-in
+  for a shared cache, since a file cache is never trusted, E019): no query;
 * one check without a shared cache: a small query on the database (SQLite in
   a temporary file, PostgreSQL when ``DATABASE_URL`` is set);
 * reading the store after a change: with the keys reused from the previous
@@ -43,11 +44,9 @@ if os.environ.get("DATABASE_URL"):
 settings.CACHES = {
     "default": environ.Env.cache_url_config(os.environ["CACHE_URL"])
     if os.environ.get("CACHE_URL")
-    else {
-        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": os.path.join(_TMP, "cache"),
-    }
+    else {"BACKEND": "tests.shared_cache.SharedInTests", "LOCATION": "bench"}
 }
+settings.CHAT_SECURITY = {**settings.CHAT_SECURITY, "KEY_CACHE_ALIAS": "default"}
 django.setup()
 
 from django.core.management import call_command  # noqa: E402
