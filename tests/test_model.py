@@ -134,6 +134,7 @@ CHANGES = (
 OUTAGES = ("database 0.5", "database 3", "database 40", "cache-down", "cache-up", "cache-flush")
 SECRET, PUBLIC_KEY = "secret", "public_key"
 ALG = {SECRET: "HS256", PUBLIC_KEY: "RS256"}
+TIME_CODES = {"expired", "lifetime_too_long"}
 HELD = 8  # tokens judged at each check: the last ones minted
 
 
@@ -609,7 +610,9 @@ class RevocationMachine(RuleBasedStateMachine):
         for socket in live:
             verdicts = {socket_verdict(s, socket.minted, now) for s in recent}
             # A re-check runs the whole engine: an expired token may be what closes it.
-            closing = (verdicts | {verdict(s, socket.minted, now) for s in recent}) - {"ok"}
+            # A key that went is key_retired, also for a token without kid (SPEC §10).
+            timed = {verdict(s, socket.minted, now) for s in recent} & TIME_CODES
+            closing = (verdicts | timed) - {"ok"}
             if socket.closed:
                 self.count(f"socket closed:{socket.closed_with}")
                 if socket.closed_with == "unavailable":
