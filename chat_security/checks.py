@@ -347,7 +347,7 @@ _CACHE_HINT = (
 )
 
 
-def _cache_order_errors(stack: list[str], position: int) -> list[Error]:
+def _cache_order_errors(stack: list[str], position: int) -> list[Error | Warning]:
     """The site-wide cache must neither answer before the check nor store before we mark."""
     if _FETCH_CACHE in stack[:position]:
         # Its cached 200 would reach a revoked, expired or absent token unchecked.

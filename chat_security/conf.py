@@ -101,6 +101,15 @@ class ChatSecuritySettings:
     Durations come back as float seconds.
     """
 
+    # Declared for type checkers only (no class attribute: ``__getattr__`` still runs).
+    LEEWAY: float
+    MAX_TOKEN_LIFETIME: float
+    DEFAULT_TOKEN_TTL: float
+    GRACE_PERIOD: float
+    KEY_CACHE_SECONDS: float
+    USAGE_FLUSH_SECONDS: float
+    WEBSOCKET_IDENTIFY_TIMEOUT: float
+
     @property
     def user_settings(self) -> Any:
         return getattr(django_settings, "CHAT_SECURITY", {})

@@ -89,8 +89,11 @@ def _link(anonymous_id: str, user_id: str, key: str) -> AnonymousLink:
         # Both rows locked in one statement, always in the same order.
         locked = Contact.objects.select_for_update().filter(user_id__in=(key, user_id))
         rows = {row.user_id: row for row in locked.order_by("user_id")}
-        link = AnonymousLink.objects.filter(anonymous_id=anonymous_id).select_related("contact")
-        link = link.first()
+        link = (
+            AnonymousLink.objects.filter(anonymous_id=anonymous_id)
+            .select_related("contact")
+            .first()
+        )
         if link is not None and link.contact.user_id != user_id:
             raise AnonymousLinkError("this anonymous id is already linked to another user")
         contact = rows.get(user_id) or Contact(user_id=user_id)

@@ -29,6 +29,7 @@ from .exceptions import (
 from .keyring import KIND_OF_ALGORITHM, KeyEntry
 from .models import KeyKind, KeyState
 from .timefmt import human_duration, relative, utc
+from .verified import VerifiedToken
 
 #: A token that expired (or starts) within this many seconds of "now" is
 #: more likely a clock difference between servers than a stale token.
@@ -36,12 +37,12 @@ SKEW_WINDOW = 300
 #: Times above this are almost certainly milliseconds, not seconds.
 MILLISECONDS_THRESHOLD = 100_000_000_000
 
-KIND_LABELS = {
+KIND_LABELS: dict[str, str] = {
     KeyKind.SECRET: "signing secret",
     KeyKind.PUBLIC_KEY: "public key",
     KeyKind.SERVICE_KEY: "service key",
 }
-STATE_WORDS = {
+STATE_WORDS: dict[str, str] = {
     KeyState.ACTIVE: "active",
     KeyState.GRACE: "in grace",
     KeyState.RETIRED: "retired",
@@ -75,7 +76,7 @@ _MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z
 def time_facts(claims: dict[str, Any], now: float) -> list[TimeFact]:
     facts = []
     for name, (future, past) in _TIME_VERBS.items():
-        value = claims.get(name)
+        value: Any = claims.get(name)  # any JSON value until its type is checked
         # Only times a calendar can show (year 1–9999); anything else is explained
         # by the engine's invalid_claim and must not crash the page.
         if type(value) not in (int, float) or not -_MAX_EPOCH < value < _MAX_EPOCH:
@@ -177,7 +178,7 @@ def find_signer(
     Retired and revoked keys are loaded from the store for this search only;
     the kids of keys that cannot be decrypted are appended to ``unreadable``.
     """
-    kind = KIND_OF_ALGORITHM.get(parsed.header.get("alg"))
+    kind = KIND_OF_ALGORITHM.get(parsed.header.get("alg", ""))
     if kind is None or not parsed.signature:
         return None
     try:
@@ -302,7 +303,7 @@ def _hints(exc: TokenError, diag: Diagnosis, now: float, raw: str) -> list[str]:
             ]
         return [f"kid {kid!r} names no key here. {HINTS[code]}"]
     if code == "security_not_configured":
-        kind = KIND_LABELS.get(facts.get("kind"), "key")
+        kind = KIND_LABELS.get(facts.get("kind", ""), "key")
         return [f"No usable {kind} exists yet. {HINTS[code]}"]
     if code == "token_too_large":
         return [
@@ -420,7 +421,7 @@ def _explain_failure(exc: TokenError, token: str, now: float) -> Diagnosis:
     return diag
 
 
-def _preview(result: tokens.VerifiedToken) -> tuple[dict[str, Any] | None, list[str]]:
+def _preview(result: VerifiedToken) -> tuple[dict[str, Any] | None, list[str]]:
     """What the contact record would receive; private data by key names only."""
     names = sorted(result.private) if isinstance(result.private, dict) else []
     try:

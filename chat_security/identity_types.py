@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .tokens import VerifiedToken
+    from .verified import VerifiedToken
 
 _UNSET: Any = object()
 
@@ -36,7 +36,7 @@ class ChatIdentity:
         self.kid = kid
         self.anonymous = anonymous
         self.anonymous_id = anonymous_id
-        self._claims = claims if claims is not None else {}
+        self._claims: dict[str, Any] | None = claims if claims is not None else {}
         self._private = private
         self._result: VerifiedToken | None = None
         self._contact = _UNSET
@@ -52,7 +52,10 @@ class ChatIdentity:
     @property
     def claims(self) -> dict[str, Any]:
         """The token's claims (``{}`` for an anonymous visitor)."""
-        return self._result.claims if self._result is not None else self._claims
+        if self._result is not None:
+            return self._result.claims
+        assert self._claims is not None  # None only beside a result (``verified``)
+        return self._claims
 
     @property
     def private(self) -> Any:

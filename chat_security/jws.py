@@ -9,13 +9,11 @@ is consulted here; ``tokens`` does the rest.
 from __future__ import annotations
 
 import binascii
+import json
 import math
 import re
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
-from json.decoder import WHITESPACE as _WHITESPACE
-from json.scanner import make_scanner
 from typing import Any
 
 from .conf import app_settings
@@ -43,8 +41,9 @@ _B64_VALUE = {
     c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 }
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-_PADDING = (b"", None, b"==", b"=")
-_UNUSED_BITS = (0, None, 0b1111, 0b11)
+# By length % 4; a remainder of 1 is refused before either is read.
+_PADDING = (b"", b"", b"==", b"=")
+_UNUSED_BITS = (0, 0, 0b1111, 0b11)
 
 
 def _b64decode(segment: bytes) -> bytes:
@@ -82,31 +81,14 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
-class _Context:
-    """What ``json``'s scanner reads its options from: standard JSON, strictly."""
-
-    __slots__ = (
-        "strict", "object_hook", "object_pairs_hook", "parse_float", "parse_int",
-        "parse_constant", "memo",
-    )  # fmt: skip
-
-    def __init__(self, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any]) -> None:
-        self.strict = True  # no control characters inside strings
-        self.object_hook = None
-        self.object_pairs_hook = object_pairs_hook
-        self.parse_float = _finite_float
-        self.parse_int = int
-        self.parse_constant = _no_constants
-        self.memo: dict[str, str] = {}
-
-
 def _decode(text: str, objects: list[dict[str, Any]]) -> Any:
     """``json.loads(text)`` under standard JSON, no duplicate names; every object into ``objects``.
 
-    A scanner per call, so that ``objects`` holds this text's objects alone, on
-    any thread. The duplicate-name check sees every object anyway; recording
-    them there lets the verified-token memory bound what the claims hold
-    without walking them again (``lru.json_bound``).
+    A decoder per call (the C scanner ``json.loads`` uses), so that ``objects``
+    holds this text's objects alone, on any thread. The duplicate-name check
+    sees every object anyway; recording them there lets the verified-token
+    memory bound what the claims hold without walking them again
+    (``lru.json_bound``).
     """
     append = objects.append
 
@@ -117,12 +99,15 @@ def _decode(text: str, objects: list[dict[str, Any]]) -> Any:
         append(obj)
         return obj
 
-    start = _WHITESPACE.match(text).end() if text[:1] in _JSON_SPACE else 0  # type: ignore[union-attr]
-    try:
-        value, end = make_scanner(_Context(no_duplicates))(text, start)
-    except StopIteration as exc:  # no value where one must start
-        raise ValueError("expecting a JSON value") from exc
-    if end != len(text) and _WHITESPACE.match(text, end).end() != len(text):  # type: ignore[union-attr]
+    decoder = json.JSONDecoder(
+        object_pairs_hook=no_duplicates,
+        parse_float=_finite_float,
+        parse_constant=_no_constants,
+        strict=True,  # no control characters inside strings
+    )
+    start = len(text) - len(text.lstrip(_JSON_SPACE)) if text[:1] in _JSON_SPACE else 0
+    value, end = decoder.raw_decode(text, start)  # JSONDecodeError is a ValueError
+    if end != len(text) and text[end:].lstrip(_JSON_SPACE):
         raise ValueError("extra data after the JSON value")
     return value
 

@@ -79,9 +79,9 @@ class KeyEntry:
     #: usable, but no configured ENCRYPTION_KEYS entry decrypts its material
     unreadable: bool = False
     _encrypted_private: str = ""
-    _private_key: Any = None
+    _private_key: RSAKey | None = None
     #: what the entry was made from (:func:`_row`): equal rows give the same entry
-    _row: tuple = ()
+    _row: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         # usable(now) is on every request's path: two comparisons, worked out once
@@ -165,7 +165,7 @@ def _holds_material(key: Key, now: float) -> bool:
 _MATERIAL = slice(5, 7)
 
 
-def _row(key: Key, now: float) -> tuple:
+def _row(key: Key, now: float) -> tuple[Any, ...]:
     """Everything an entry is made of: two equal rows make interchangeable entries."""
     return (
         key.kind,
@@ -198,8 +198,11 @@ def _entry(key: Key, now: float, before: KeyEntry | None = None) -> KeyEntry:
         if before is not None and before._encrypted_private == key.encrypted_material:
             entry._private_key = before._private_key
         return entry
-    same_material = before is not None and before._row[_MATERIAL] == entry._row[_MATERIAL]
-    if same_material and before.verify_key is not None:
+    if (
+        before is not None
+        and before._row[_MATERIAL] == entry._row[_MATERIAL]
+        and before.verify_key is not None
+    ):
         entry.verify_key = before.verify_key  # same material, only its dates changed
         return entry
     try:
@@ -350,7 +353,7 @@ def retry_delay(failures: int) -> float:
     """Seconds to wait after ``failures`` failed reads in a row: doubling, capped."""
     if failures >= 64:  # 2**64 * 0.05 is far past the cap; never build a huge number
         return MAX_RETRY_SECONDS
-    return min(FIRST_RETRY_SECONDS * 2 ** max(failures - 1, 0), MAX_RETRY_SECONDS)
+    return min(FIRST_RETRY_SECONDS * 2.0 ** max(failures - 1, 0), MAX_RETRY_SECONDS)
 
 
 def _unchanged(snap: Snapshot, marker: int | None, mono: float) -> bool:

@@ -158,7 +158,7 @@ def thumbprint(public_key: rsa.RSAPublicKey) -> str:
     return RSAKey.import_key(public_key).thumbprint()
 
 
-def public_jwk(public_pem: str, kid: str) -> dict[str, str]:
+def public_jwk(public_pem: str, kid: str) -> dict[str, str | list[str]]:
     """The public JWK of an RSA key, with kid/alg/use for a JWKS document."""
     jwk = RSAKey.import_key(public_pem).as_dict(private=False)
     return {**jwk, "kid": kid, "alg": "RSA-OAEP-256", "use": "enc"}

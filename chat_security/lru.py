@@ -108,7 +108,7 @@ class ByteBoundedLRU(MutableMapping[K, V], Generic[K, V]):
 
     # -- the hot path --------------------------------------------------------------
 
-    def get(self, key: K, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: K, default: Any = None) -> Any:
         """The value (marked most recently used), or ``default``."""
         value = self._entries.get(key, _ABSENT)
         if value is _ABSENT:

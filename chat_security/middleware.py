@@ -111,7 +111,7 @@ def new_anonymous_id() -> str:
 
 def anonymous_id_for(request: HttpRequest) -> str:
     """The visitor's anonymous id from its cookie, or a new one the response will set."""
-    pending = getattr(request, NEW_ANONYMOUS_ID, None)
+    pending: str | None = getattr(request, NEW_ANONYMOUS_ID, None)
     if pending:
         return pending
     cookie = request.COOKIES.get(app_settings.ANONYMOUS_COOKIE_NAME, "")
@@ -305,6 +305,7 @@ class ChatSecurityMiddleware:
         protected = is_protected(request.path_info)
         response = self.check(request) if protected else None
         if response is None:
+            # Sync mode: get_response returns the response itself, never an awaitable.
             response = self.get_response(request)  # type: ignore[assignment]
         self.finish(request, response, protected)  # type: ignore[arg-type]
         return response
@@ -323,7 +324,7 @@ class ChatSecurityMiddleware:
             if not checked:
                 response = await sync_to_async(self.check, thread_sensitive=True)(request)
         if response is None:
-            response = await self.get_response(request)  # type: ignore[misc]
+            response = await self.get_response(request)  # type: ignore[misc]  # async mode
         self.finish(request, response, protected)
         return response
 
@@ -380,7 +381,7 @@ class ChatSecurityMiddleware:
             where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
             logger.error("chat request refused: unexpected %s at %s", type(exc).__name__, where)
             return unavailable()
-        request.chat_identity = identity  # type: ignore[attr-defined]
+        request.chat_identity = identity  # type: ignore[attr-defined]  # this app's attribute
         if identity.anonymous:
             _count("unsigned")
         return None

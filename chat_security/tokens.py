@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -58,7 +59,7 @@ def _rs256(signing_input: bytes, key: RSAPublicKey, signature: bytes) -> bool:
 
 #: The signature check of each algorithm: the one-shot calls of the standard library
 #: and ``cryptography`` (what PyJWT's algorithm objects wrap, minus their layers).
-_VERIFIERS = {"HS256": _hs256, "RS256": _rs256}
+_VERIFIERS: dict[str, Callable[[bytes, Any, bytes], bool]] = {"HS256": _hs256, "RS256": _rs256}
 _MAX_USER_ID = 255
 _MAX_TIME = 10**300  # any NumericDate beyond this is absurd; keeps int + float finite
 _MISSING = object()

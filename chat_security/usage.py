@@ -87,7 +87,8 @@ _local = threading.local()
 
 def _tally() -> _Tally:
     try:
-        return _local.tally
+        tally: _Tally = _local.tally
+        return tally
     except AttributeError:
         tally = _local.tally = _Tally()
         with _State.lock:
@@ -161,7 +162,7 @@ def flush_usage() -> bool:
                 grown = count - written.get(key, 0)
                 if not grown:
                     continue
-                if type(key) is str:
+                if isinstance(key, str):  # a kid; else an (hour, outcome) bucket
                     usage[key] = usage.get(key, 0) + grown
                     last_use[key] = max(last_use.get(key, 0.0), used[key])
                 else:

@@ -105,12 +105,12 @@ def number_text(value: int | float) -> str:
 def email_value(value: Any) -> str | None:
     if not isinstance(value, str) or not 0 < len(value.strip()) <= EMAIL_MAX:
         return None
-    value = value.strip()
+    email = value.strip()
     try:
-        validate_email(value)
+        validate_email(email)
     except ValidationError:
         return None
-    return value
+    return email
 
 
 def phone_e164(value: Any) -> str | None:

@@ -91,11 +91,13 @@ class VerifiedToken:
 
     @property
     def header(self) -> dict[str, Any]:
-        return self._own("header")
+        header: dict[str, Any] = self._own("header")
+        return header
 
     @property
     def claims(self) -> dict[str, Any]:
-        return self._own("claims")
+        claims: dict[str, Any] = self._own("claims")
+        return claims
 
     @property
     def private(self) -> Any:
@@ -113,6 +115,7 @@ class VerifiedToken:
             return NotImplemented
         return self._fields() == other._fields()
 
+    # Equal by value but not hashable (the idiom; typeshed types __hash__ as a method).
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ ensure_venv test
 ensure_node_modules
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy -p chat_security  # type-checks the package (config: pyproject.toml)
 
 # Lane 1 deselects:
 #   postgres  - races that are about PostgreSQL (tests/test_races_pg.py); they fail on SQLite.

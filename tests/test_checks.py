@@ -12,7 +12,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from chat_security import checks
-from chat_security.conf import DEFAULTS, DURATIONS
+from chat_security.conf import DEFAULTS, DURATIONS, ChatSecuritySettings, app_settings
 
 from .tokencraft import chat_settings
 
@@ -33,6 +33,12 @@ def test_defaults_pass():
 
 def test_timedelta_durations_pass():
     assert ids({name: timedelta(seconds=60) for name in DURATIONS}) == []
+
+
+def test_the_facade_declares_every_duration_as_float_seconds():
+    # The declarations are for mypy; the values come from __getattr__.
+    assert ChatSecuritySettings.__annotations__ == dict.fromkeys(DURATIONS, "float")
+    assert all(type(getattr(app_settings, name)) is float for name in DURATIONS)
 
 
 def test_w001_without_encryption_keys():

@@ -222,19 +222,19 @@ def test_json_bound_is_per_thread(monkeypatch):
     text = b'{"sub":"u","l":[1,2,3],"d":{"k":"v"}}'
     alone = jws._payload(text)[1]
     inside, other = threading.Event(), threading.Event()
-    real = jws._Context.__init__
+    real = jws.json.JSONDecoder
 
-    def slowed(self, hook):
+    def slowed(*, object_pairs_hook, **options):
         def slow(pairs):
-            obj = hook(pairs)
+            obj = object_pairs_hook(pairs)
             if threading.current_thread() is threading.main_thread() and not inside.is_set():
                 inside.set()
                 assert other.wait(10)  # the other thread decodes while this one is mid-way
             return obj
 
-        real(self, slow)
+        return real(object_pairs_hook=slow, **options)
 
-    monkeypatch.setattr(jws._Context, "__init__", slowed)
+    monkeypatch.setattr(jws.json, "JSONDecoder", slowed)
 
     def decode_other() -> None:
         assert inside.wait(10)

@@ -16,7 +16,7 @@ actions (panel.py), which call the same manager methods as the CLI.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.http import HttpRequest
@@ -27,9 +27,16 @@ from . import contacts  # noqa: F401  (contact admin with the GDPR delete action
 from .panel import can_manage, can_test
 from .revocations import RevokeUserMixin  # also registers the revoked-users list
 
+# ModelAdmin is generic in django-stubs only (no __class_getitem__ at run time).
+if TYPE_CHECKING:
+    _ConfigModelAdmin = admin.ModelAdmin[SecurityConfig]
+    _AuditModelAdmin = admin.ModelAdmin[AuditEntry]
+else:
+    _ConfigModelAdmin = _AuditModelAdmin = admin.ModelAdmin
+
 
 @admin.register(SecurityConfig)
-class SecurityConfigAdmin(RevokeUserMixin, admin.ModelAdmin):
+class SecurityConfigAdmin(RevokeUserMixin, _ConfigModelAdmin):
     """The panel. Admins (manage_keys) see everything; support (test_tokens) the tester."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -90,7 +97,7 @@ class SecurityConfigAdmin(RevokeUserMixin, admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(_AuditModelAdmin):
     """Read-only: entries are written by the key store, never edited or deleted here."""
 
     list_display = ("at", "actor", "action", "kid", "detail")

@@ -13,7 +13,7 @@ A user's contact lists the anonymous ids merged into it (SPEC §11,
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
@@ -38,8 +38,15 @@ def _summary(result: dict[str, Any]) -> str:
     return f"{result['user_id']} ({counts})"
 
 
+# ModelAdmin is generic in django-stubs only (no __class_getitem__ at run time).
+if TYPE_CHECKING:
+    _ContactModelAdmin = admin.ModelAdmin[Contact]
+else:
+    _ContactModelAdmin = admin.ModelAdmin
+
+
 @admin.register(Contact)
-class ContactAdmin(admin.ModelAdmin):
+class ContactAdmin(_ContactModelAdmin):
     list_display = ["user_id", "display_name", "email", "anonymous", "updated_at"]
     list_filter = ["anonymous"]
     search_fields = ["user_id", "email"]
@@ -54,11 +61,6 @@ class ContactAdmin(admin.ModelAdmin):
         (_("Data"), {"fields": ["user_data_json", "visitor_card"]}),
         (_("Record"), {"fields": ["created_at", "updated_at"]}),
     ]
-    #: only on a verified user's contact: anonymous contacts are what gets linked
-    links_fieldset = (
-        _("Anonymous conversations merged into this contact"),
-        {"fields": ["linked_anonymous_ids"]},
-    )
     readonly_fields = [
         "user_id",
         "anonymous",
@@ -109,7 +111,13 @@ class ContactAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Contact | None = None) -> Any:
         fieldsets = list(super().get_fieldsets(request, obj))
         if obj is not None and not obj.anonymous:
-            fieldsets.append(self.links_fieldset)
+            # only on a verified user's contact: anonymous contacts are what gets linked
+            fieldsets.append(
+                (
+                    _("Anonymous conversations merged into this contact"),
+                    {"fields": ["linked_anonymous_ids"]},
+                )
+            )
         return fieldsets
 
     @admin.display(description=_("linked anonymous ids"))
@@ -145,10 +153,12 @@ class ContactAdmin(admin.ModelAdmin):
     def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
         # The admin log keeps the external id only, not the deleted person's name.
         content_type = ContentType.objects.get_for_model(Contact)
+        user_id = request.user.pk
+        assert user_id is not None  # the admin serves signed-in staff only
         return LogEntry.objects.bulk_create(
             [
                 LogEntry(
-                    user_id=request.user.pk,
+                    user_id=user_id,
                     content_type=content_type,
                     object_id=str(contact.pk),
                     object_repr=contact.user_id[:200],

@@ -25,7 +25,7 @@ RECENT_AUDIT = 10
 RECENT_REVOKED_USERS = 5
 #: Where the README tells projects to route ``chat_security.views.jwks``.
 JWKS_SUGGESTED_PATH = "/.well-known/chat-security/jwks.json"
-ANCHORS = {
+ANCHORS: dict[str, str] = {
     KeyKind.SECRET: "secrets",
     KeyKind.PUBLIC_KEY: "public-keys",
     KeyKind.SERVICE_KEY: "service-keys",

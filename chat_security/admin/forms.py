@@ -82,7 +82,7 @@ class RevokeKeyForm(forms.Form):
     key: Key | None = None
 
     def clean_kid(self) -> str:
-        kid = self.cleaned_data["kid"]
+        kid: str = self.cleaned_data["kid"]
         key = Key.objects.filter(kid=kid).first()
         if key is None:
             raise forms.ValidationError(_("No key has this kid."), code="unknown")

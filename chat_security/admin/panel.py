@@ -243,7 +243,7 @@ class DeveloperPanelMixin:
             return refused
         form = RevokeKeyForm(request.POST)
         if not form.is_valid():
-            errors = [e for errs in form.errors.values() for e in errs]
+            errors = [str(e) for errs in form.errors.values() for e in errs]
             return self.render_panel(request, revoke_error=" ".join(errors))
         key = form.key
         assert key is not None  # noqa: S101  (set by clean_kid)
@@ -313,32 +313,35 @@ class DeveloperPanelMixin:
         key = Key.objects.generate_service_keypair(_actor(request), grace)
         message = _("Service key pair %s generated.") % key.kid
         for old in Key.objects.filter(pk__in=before):
-            if old.is_usable():
+            if old.is_usable() and old.grace_until is not None:
                 message += " " + _("%(kid)s is accepted until %(until)s.") % {
                     "kid": old.kid,
                     "until": utc(old.grace_until.timestamp()),
                 }
         return self._done(request, message, "service-keys")
 
-    def _service_key(self, request: HttpRequest, kid: str) -> tuple[HttpResponse | None, Key]:
+    def _service_key(self, request: HttpRequest, kid: str) -> HttpResponse | Key:
+        """The service key ``kid``, or the response that refuses the request."""
         refused = self._require(request, manage=True, method="GET")
         key = Key.objects.filter(kind=KeyKind.SERVICE_KEY, kid=kid).first()
-        if refused is None and key is None:
+        if refused is not None:
+            return refused
+        if key is None:
             raise Http404(_("No service key has this kid."))
-        return refused, key  # type: ignore[return-value]
+        return key
 
     def service_key_pem_view(self, request: HttpRequest, kid: str) -> HttpResponse:
-        refused, key = self._service_key(request, kid)
-        if refused:
-            return refused
+        key = self._service_key(request, kid)
+        if not isinstance(key, Key):
+            return key
         response = HttpResponse(key.public_pem, content_type="application/x-pem-file")
         response["Content-Disposition"] = f'attachment; filename="{key.kid}.pem"'
         return response
 
     def service_key_jwk_view(self, request: HttpRequest, kid: str) -> HttpResponse:
-        refused, key = self._service_key(request, kid)
-        if refused:
-            return refused
+        key = self._service_key(request, kid)
+        if not isinstance(key, Key):
+            return key
         response = JsonResponse(
             keys.public_jwk(key.public_pem, key.kid), json_dumps_params={"indent": 2}
         )

@@ -9,7 +9,7 @@ ModelAdmin, like the audit log: support staff may read it, nobody edits it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
@@ -55,8 +55,15 @@ class RevokeUserMixin(DeveloperPanelMixin):
         return self._done(request, message, "revoke-user")
 
 
+# ModelAdmin is generic in django-stubs only (no __class_getitem__ at run time).
+if TYPE_CHECKING:
+    _RevokedUserModelAdmin = admin.ModelAdmin[RevokedUser]
+else:
+    _RevokedUserModelAdmin = admin.ModelAdmin
+
+
 @admin.register(RevokedUser)
-class RevokedUserAdmin(admin.ModelAdmin):
+class RevokedUserAdmin(_RevokedUserModelAdmin):
     """Read-only, newest first: revocations are made by the panel or the CLI, never edited."""
 
     list_display = ("user_id", "revoked_since", "first_revoked", "revoked_by")

@@ -25,20 +25,21 @@ from ..values import email_value, http_url, parse_date, parse_datetime, phone_di
 register = template.Library()
 
 # ISO 4217 minor units that are not 2 (the default).
-_ZERO = ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX")
-_ZERO += ("UYI", "VND", "VUV", "XAF", "XOF", "XPF")
+_ZERO: tuple[str, ...] = ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF")
+_ZERO += ("UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF")
 _THREE = ("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND")
 _MINOR_UNITS = {**dict.fromkeys(_ZERO, 0), **dict.fromkeys(_THREE, 3), "CLF": 4, "UYW": 4}
 
 
 def _number(value: int | float, decimals: int | None = None) -> str:
+    number: int | float | Decimal = value
     if isinstance(value, float):
         # str() gives the shortest round-tripping digits; Decimal keeps them exact.
         try:
-            value = Decimal(str(value))  # type: ignore[assignment]
+            number = Decimal(str(value))
         except InvalidOperation:
             return str(value)
-    return formats.number_format(value, decimals, use_l10n=True, force_grouping=True)
+    return formats.number_format(number, decimals, use_l10n=True, force_grouping=True)
 
 
 def _datetime(iso: str) -> tuple[str, str]:
@@ -58,6 +59,7 @@ def display_item(item: dict[str, Any]) -> dict[str, Any]:
     shown: dict[str, Any] = {"label": item["label"], "type": kind, "text": str(value)}
     if kind == "date":
         parsed = parse_date(value)
+        assert parsed is not None  # normalised items hold valid dates only
         shown["machine"] = value
         shown["text"] = formats.date_format(parsed, "DATE_FORMAT", use_l10n=True)
     elif kind == "datetime":

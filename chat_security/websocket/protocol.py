@@ -16,7 +16,7 @@ from django.http.cookie import parse_cookie
 
 from ..conf import app_settings
 from ..exceptions import TokenError
-from ..middleware import ANONYMOUS_ID_RE
+from ..values import ANONYMOUS_ID_RE
 
 Message = dict[str, Any]
 Scope = MutableMapping[str, Any]
@@ -144,10 +144,10 @@ def identify_token(message: dict[str, Any], *, required: bool) -> str | None:
 
 def token_times(claims: dict[str, Any], now: float) -> tuple[float | None, int | None]:
     """``(expires_at, refresh_at)``: refresh at 75 % between iat (or now) and exp."""
-    exp = claims.get("exp")
+    exp: Any = claims.get("exp")  # any JSON value until its type is checked
     if type(exp) not in (int, float):
         return None, None
-    iat = claims.get("iat")
+    iat: Any = claims.get("iat")
     start = iat if type(iat) in (int, float) else now
     return exp, int(start + REFRESH_FRACTION * (exp - start))
 

@@ -137,8 +137,9 @@ class Watcher:
         return [c for c in self.connections if not c.closed]
 
     async def recheck(self, stale: list[Connection]) -> None:
-        checked = [(c, c.token) for c in stale if c.identity is not None]
-        entries = [(token, c.subject, c.identity.kid) for c, token in checked]  # type: ignore[union-attr]
+        identified = [(c, c.token, i) for c in stale if (i := c.identity) is not None]
+        checked = [(c, token) for c, token, _ in identified]
+        entries = [(token, c.subject, i.kid) for c, token, i in identified]
         snapshot, verdicts = await database_sync_to_async(recheck_tokens)(entries)
         for (connection, token), error in zip(checked, verdicts, strict=True):
             if connection.token != token:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from argparse import ArgumentParser
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -83,7 +83,7 @@ class _Parser(CommandParser):
             args = ["--", *args]
         return super().parse_known_args(args, namespace)
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         if self.called_from_command_line:
             sys.stderr.write(f"chat_security: error: {message}\n")
             sys.exit(2)
