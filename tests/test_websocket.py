@@ -508,6 +508,17 @@ async def test_key_store_unavailable_closes_4503(secret, token_for, monkeypatch)
     await expect_close(comm, 4503, "unavailable")
 
 
+@pytest.mark.parametrize("via", TRANSPORTS)
+async def test_a_key_encryption_keys_cannot_decrypt_closes_4503_naming_it(via, secret, token_for):
+    """Issue 17, item 1: not "try again" but the key and the fix, as over HTTP."""
+    token = token_for("u-1")
+    with chat_settings(ENCRYPTION_KEYS=["a-later-encryption-key-0123456789-abcdefghij"]):
+        comm = await open_socket(guarded(), token, via=via)
+        error = await expect_close(comm, 4503, "unavailable")
+    assert secret[0].kid in error["detail"] and "reencrypt" in error["detail"]
+    assert "try again" not in error["detail"]
+
+
 async def test_open_socket_closes_4503_when_the_database_goes_down(
     secret, token_for, broken_database
 ):

@@ -19,7 +19,7 @@ from django.core.exceptions import SynchronousOnlyOperation
 
 from .. import clock, keyring, tokens, usage
 from ..conf import app_settings
-from ..exceptions import ERROR_CODES, KeyStoreUnavailable, TokenError
+from ..exceptions import ERROR_CODES, KeyStoreUnavailable, KeyUnreadable, TokenError
 from ..identity_types import ChatIdentity
 from ..placement import query_has_token
 from ..session import SUBJECT_SESSION_KEY
@@ -207,6 +207,10 @@ class Connection:
         except TokenError as exc:
             await self.refuse(exc)
             return _FAILED
+        except KeyUnreadable as exc:
+            logger.error("chat websocket refused: %s", exc.detail)
+            await self.unavailable(log=False, detail=exc.detail)  # names the key and the fix
+            return _FAILED
         except KeyStoreUnavailable:
             await self.unavailable()
             return _FAILED
@@ -383,10 +387,10 @@ class Connection:
         logger.debug("chat websocket refused: %s", exc.code)
         await self.close(CLOSE_REFUSED, exc.code, one_line(exc.detail) or ERROR_CODES[exc.code])
 
-    async def unavailable(self, log: bool = True) -> None:
+    async def unavailable(self, log: bool = True, detail: str = UNAVAILABLE_DETAIL) -> None:
         if log:
             logger.warning("chat websocket refused: the key store cannot be read")
-        await self.close(CLOSE_UNAVAILABLE, "unavailable", UNAVAILABLE_DETAIL)
+        await self.close(CLOSE_UNAVAILABLE, "unavailable", detail)
 
     async def protocol_error(self, exc: ProtocolError) -> None:
         logger.debug("chat websocket protocol error: %s", exc.reason)
