@@ -15,7 +15,9 @@ How a process learns of a change (STYLE habit 10):
 * made anywhere else: every writer bumps ``SecurityConfig.version`` inside its
   own transaction (``models.store_changed``); :func:`get_snapshot` compares
   that version with its snapshot's at most every ``KEY_CACHE_SECONDS`` — one
-  small query per interval, never one per request — and rebuilds on a change;
+  small query per interval, never one per request, or with a shared cache a
+  voucher that another process read it recently (:mod:`.propagation`) — and
+  rebuilds on a change;
 * the end of a grace period needs no writer: the snapshot is rebuilt at the
   first check after the earliest such moment, which drops the material of
   keys that stopped being usable.
@@ -38,7 +40,7 @@ from django.db import transaction
 from joserfc.jwk import RSAKey
 
 from . import clock, keys, propagation, usage
-from .conf import app_settings, register_cache
+from .conf import register_cache
 from .exceptions import ChatSecurityError, KeyStoreUnavailable, KeyUnreadable
 from .models import Key, KeyKind, KeyState, RevokedUser, SecurityConfig, key_state
 
@@ -132,10 +134,9 @@ class Snapshot:
     revoked_first: dict[str, float] = field(default_factory=dict)
     #: the next moment a key leaves its grace period: rebuild then
     rebuild_at: float = math.inf
-    #: the shared cache's change counter when this snapshot was last confirmed
-    marker: int | None = None
-    #: when (monotonic) the database last confirmed this snapshot
-    verified_at: float = 0.0
+    #: how often the store is checked while this snapshot is current
+    #: (:func:`propagation.check_interval`)
+    interval: float = 0.0
     #: when (monotonic) it was read from the database (:data:`MAX_SNAPSHOT_AGE`)
     built_at: float = 0.0
     #: until when some secret or public key can verify (-inf: none can)
@@ -313,35 +314,38 @@ class _State:
 def get_snapshot() -> Snapshot:
     """The current snapshot; raises KeyStoreUnavailable if the store cannot be read.
 
-    At most once per ``KEY_CACHE_SECONDS`` it asks whether the store changed:
-    the shared cache's change counter when there is one (no query), else the
-    database's version (one small query); see :mod:`chat_security.propagation`.
-    While the database is down, it is retried with a backoff (up to
-    :data:`MAX_RETRY_SECONDS`), not on every request.
+    At most once per ``KEY_CACHE_SECONDS`` (half of it with a shared cache) it
+    asks whether the store changed: a fresh voucher in the shared cache when
+    there is one (no query), else the database's version (one small query);
+    see :mod:`chat_security.propagation`. While the database is down, it is
+    retried with a backoff (up to :data:`MAX_RETRY_SECONDS`), not on every
+    request.
     """
     snap = _State.snapshot
     mono = time.monotonic()
-    if snap is not None and mono - _State.checked_at < app_settings.KEY_CACHE_SECONDS:
+    if snap is not None and mono - _State.checked_at < snap.interval:
         return snap
     if mono < _State.retry_at:
         raise KeyStoreUnavailable("the chat key store cannot be read (retrying shortly)")
     generation = _State.generation
-    marker = propagation.read_marker()  # before the database: see propagation
     try:
         if (
             snap is not None
             and clock.now() < snap.rebuild_at
             and mono - snap.built_at < MAX_SNAPSHOT_AGE
-            and _unchanged(snap, marker, mono)
+            and _unchanged(snap)
         ):
+            snap.interval = propagation.check_interval()
             _State.checked_at, _State.failures, _State.retry_at = mono, 0, 0.0
             return snap
+        read_at = propagation.wall_clock()  # before the version is read: see propagation
         snap = _build(snap)
     except (DjangoDBError, ChatSecurityError) as exc:
         _State.failures += 1
         _State.retry_at = mono + retry_delay(_State.failures)
         raise KeyStoreUnavailable("the chat key store cannot be read") from exc
-    snap.marker, snap.verified_at, snap.built_at = marker, mono, mono
+    propagation.vouch(snap.version, read_at)
+    snap.built_at, snap.interval = mono, propagation.check_interval()
     with _State.lock:
         if _State.generation == generation:
             _State.snapshot, _State.checked_at = snap, mono
@@ -353,22 +357,18 @@ def retry_delay(failures: int) -> float:
     """Seconds to wait after ``failures`` failed reads in a row: doubling, capped."""
     if failures >= 64:  # 2**64 * 0.05 is far past the cap; never build a huge number
         return MAX_RETRY_SECONDS
-    return min(FIRST_RETRY_SECONDS * 2.0 ** max(failures - 1, 0), MAX_RETRY_SECONDS)
+    return min(FIRST_RETRY_SECONDS * 2 ** max(failures - 1, 0), MAX_RETRY_SECONDS)
 
 
-def _unchanged(snap: Snapshot, marker: int | None, mono: float) -> bool:
-    """Whether ``snap`` is still current (asks the database unless the cache can tell)."""
-    if (
-        marker is not None
-        and marker == snap.marker
-        and mono - snap.verified_at < propagation.DATABASE_BACKSTOP_SECONDS
-    ):
+def _unchanged(snap: Snapshot) -> bool:
+    """Whether ``snap`` is still current: a fresh voucher says so, else the database."""
+    if propagation.read_voucher() == snap.version:
         return True
-    version = SecurityConfig.objects.filter(pk=1).values_list("version", flat=True).first()
-    if (version or 0) != snap.version:
-        return False
-    snap.marker, snap.verified_at = marker, mono
-    return True
+    read_at = propagation.wall_clock()
+    row = SecurityConfig.objects.filter(pk=1).values_list("version", flat=True).first()
+    version = int(row or 0)
+    propagation.vouch(version, read_at)
+    return version == snap.version
 
 
 def security_enabled() -> bool:
@@ -390,7 +390,7 @@ def fresh_snapshot(margin: float = 0.0) -> Snapshot | None:
     snap, mono = _State.snapshot, time.monotonic()
     if (
         snap is None
-        or mono - _State.checked_at >= app_settings.KEY_CACHE_SECONDS - margin
+        or mono - _State.checked_at >= snap.interval - margin
         or usage.flush_due(margin)
         or clock.now() >= snap.rebuild_at - margin
     ):

@@ -1,41 +1,52 @@
-"""How a key-store change reaches every process: a counter in the shared cache.
+"""How a key-store change reaches every process: a vouched version in the shared cache.
 
 The database stays the truth: ``SecurityConfig.version`` moves inside every
 writer's transaction (``models.store_changed``). Reading it costs each worker
 one small query per ``KEY_CACHE_SECONDS``. With a cache that all processes
-share (Redis, Memcached, the database cache: ``KEY_CACHE_ALIAS``), a writer
-also increments a counter there once its transaction has committed, and a
-worker reads the counter instead of the database; only when the counter
-moved (or cannot be read) does it ask the database.
+share (Redis, Memcached, the database cache: ``KEY_CACHE_ALIAS``), the
+version read from the database is kept there with the time it was read, as a
+*voucher*: "at this moment the store was at version V". A worker whose
+snapshot has version V trusts a voucher for V that is younger than
+:func:`voucher_lifetime` (half of ``KEY_CACHE_SECONDS``) and asks the
+database only when there is none, it is older, or it names another version;
+having asked, it writes a new voucher, so one query serves every worker of
+every server. With a cache, a worker checks every half interval
+(:func:`check_interval`).
+
+Why a change is in force everywhere within ``KEY_CACHE_SECONDS``, whatever
+fails: a worker checking at time c trusts only a voucher read from the
+database after c − lifetime, and keeps its snapshot until c + half an
+interval, so it never serves a state older than one interval. Nothing
+depends on the writer reaching the cache: after its commit it deletes the
+voucher (:func:`announce`), which makes the next check of every worker ask
+the database at once, but when that fails (the cache down, a partition, the
+writer dying right after its commit) the old voucher still expires in time.
+A cache that comes back with its data holds only vouchers that have expired,
+and a voucher written late with an older version (a reader racing a writer)
+expires as quickly. The bound needs the servers' clocks to agree to well
+within half an interval (NTP does).
 
 Failure modes, each on the safe side:
 
-* the cache is down: :func:`read_marker` answers None and the worker polls
+* the cache is down: :func:`read_voucher` answers None and the worker polls
   the database, as without a cache; the cache is not asked again for
   :data:`CACHE_RETRY_SECONDS`, so an unreachable cache costs one failed call
   per process per interval, not one per request;
-* the counter is lost (cache restarted, key evicted): it is created again at
-  a random value, which no worker has seen, so every worker asks the database;
-* the writer dies between its commit and the increment: the counter does not
-  move, so every worker also checks the database at least every
-  :data:`DATABASE_BACKSTOP_SECONDS`;
-* a worker reads the counter before the database, so a change that commits
-  in between is seen at the next interval at the latest.
+* the voucher is lost (cache restarted, key evicted): the next worker asks
+  the database and writes it again.
 
 Only a cache named in ``KEY_CACHE_ALIAS`` is used, and naming it is the
-site's promise that every process of every server shares it (SPEC §12): a
-cache per server would announce a change only on the server that made it,
-and the others would learn of it from the database backstop, 30 s later
-instead of ``KEY_CACHE_SECONDS``. Caches that cannot be shared by several
-servers (local memory, dummy, a file cache) are never used, and the system
-check ``chat_security.E019`` refuses them. By default (None) every worker
-polls the database.
+site's promise that every process of every server shares it (SPEC §12): with
+a cache per server, a voucher written on one server would say nothing of
+writes on another, though still never older than half an interval. Caches
+that cannot be shared by several servers (local memory, dummy, a file cache)
+are never used, and the system check ``chat_security.E019`` refuses them. By
+default (None) every worker polls the database.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -48,9 +59,7 @@ from .conf import app_settings
 
 logger = logging.getLogger("chat_security.propagation")
 
-COUNTER_KEY = "chat_security:key-store-changes"
-#: Even with a counter that did not move, the database is asked this often.
-DATABASE_BACKSTOP_SECONDS = 30.0
+VOUCHER_KEY = "chat_security:key-store-version"
 #: After a cache failure, the cache is left alone (the database is polled) this long.
 CACHE_RETRY_SECONDS = 5.0
 
@@ -59,9 +68,24 @@ class _State:
     cache_down_until: float = 0.0
 
 
-def _new_counter() -> int:
-    """A starting value no process has seen: a lost counter then reads as a change."""
-    return secrets.randbits(62)
+def wall_clock() -> float:
+    """The time a voucher carries: the wall clock, which every server shares."""
+    return time.time()
+
+
+def voucher_lifetime() -> float:
+    """How long a voucher is trusted: half of ``KEY_CACHE_SECONDS``."""
+    return app_settings.KEY_CACHE_SECONDS / 2
+
+
+def check_interval() -> float:
+    """How often a worker checks the store: half an interval with a shared cache.
+
+    With one, the state a worker serves is at most a voucher's lifetime old
+    when it checks, and is served for at most this long: one interval in all.
+    """
+    seconds = app_settings.KEY_CACHE_SECONDS
+    return seconds / 2 if shared_cache() is not None else seconds
 
 
 #: Cache backends that hold their data on one server (or nowhere): never trusted.
@@ -82,39 +106,61 @@ def shared_cache() -> Any:
     return cache
 
 
-def read_marker() -> int | None:
-    """The change counter, or None when it cannot be read (then ask the database)."""
+def read_voucher() -> int | None:
+    """The version a fresh voucher in the shared cache names, or None: ask the database.
+
+    None without a shared cache, while it is down, and when the voucher is
+    missing, malformed or older than :func:`voucher_lifetime`.
+    """
     cache = shared_cache()
     if cache is None or time.monotonic() < _State.cache_down_until:
         return None
     try:
-        value = cache.get(COUNTER_KEY)
-        if value is None:
-            cache.add(COUNTER_KEY, _new_counter(), timeout=None)
-            value = cache.get(COUNTER_KEY)
+        value = cache.get(VOUCHER_KEY)
     except Exception:  # noqa: BLE001 — any cache failure means "ask the database"
-        _State.cache_down_until = time.monotonic() + CACHE_RETRY_SECONDS
-        logger.warning(
-            "key-store change counter unreadable; polling the database for %s s",
-            CACHE_RETRY_SECONDS,
-        )
+        _cache_failed("unreadable")
         return None
-    return value if isinstance(value, int) else None
+    if not (isinstance(value, tuple | list) and len(value) == 2):
+        return None
+    version, read_at = value
+    if not isinstance(version, int) or not isinstance(read_at, int | float):
+        return None
+    age = wall_clock() - read_at
+    return version if 0 <= age < voucher_lifetime() else None
+
+
+def vouch(version: int, read_at: float) -> None:
+    """Tell every process that the store was at ``version`` at ``read_at`` (wall clock).
+
+    Called after reading the version from the database, with the time taken
+    *before* that read. A failure only costs other workers a query.
+    """
+    cache = shared_cache()
+    if cache is None or time.monotonic() < _State.cache_down_until:
+        return
+    try:
+        cache.set(VOUCHER_KEY, (version, read_at), timeout=max(1, int(voucher_lifetime()) + 1))
+    except Exception:  # noqa: BLE001
+        _cache_failed("not written")
 
 
 def announce() -> None:
-    """Tell every process that the key store changed (call after the commit)."""
+    """After a commit: drop the voucher, so every worker asks the database at its next check.
+
+    Only a speed-up: a voucher that cannot be dropped expires within the bound.
+    """
     cache = shared_cache()
     if cache is None:
         return
     try:
-        try:
-            cache.incr(COUNTER_KEY)
-        except ValueError:  # no counter (yet, or lost): any new value is a change
-            if not cache.add(COUNTER_KEY, _new_counter(), timeout=None):
-                cache.incr(COUNTER_KEY)
-    except Exception:  # noqa: BLE001 — the database backstop still tells everybody
-        logger.warning("key-store change not announced in the cache; workers will poll")
+        cache.delete(VOUCHER_KEY)
+    except Exception:  # noqa: BLE001
+        logger.warning("key-store change not announced in the cache; its voucher expires")
+
+
+def _cache_failed(what: str) -> None:
+    _State.cache_down_until = time.monotonic() + CACHE_RETRY_SECONDS
+    logger.warning("key-store voucher %s; polling the database for %s s", what, CACHE_RETRY_SECONDS)
 
 
 def reset() -> None:

@@ -237,10 +237,10 @@ def private_redis(port: int) -> Iterator[None]:
         proc.wait(timeout=10)
 
 
-def counter_in(port: int) -> bool:
+def voucher_in(port: int) -> bool:
     import redis
 
-    return bool(redis.Redis(host="127.0.0.1", port=port).keys("*key-store-changes*"))
+    return bool(redis.Redis(host="127.0.0.1", port=port).keys("*key-store-version*"))
 
 
 def until_all_obey(base: str, token: str | None, expected: tuple[int, str | None]) -> float:
@@ -270,7 +270,7 @@ def test_cache_outage_answers_stay_right_and_changes_arrive_by_polling(tmp_path)
             for _ in range(4 * WORKERS):
                 for kind, token in tokens.items():
                     assert ask(base, token)[:2] == RIGHT[kind]
-            assert counter_in(redis_port)  # the workers read the counter there
+            assert voucher_in(redis_port)  # the workers read (and write) the voucher there
 
         # Redis is down: every answer stays right, from the database.
         deadline = time.monotonic() + 3
@@ -286,7 +286,7 @@ def test_cache_outage_answers_stay_right_and_changes_arrive_by_polling(tmp_path)
 
         with private_redis(redis_port):  # back, and empty
             deadline = time.monotonic() + 15  # CACHE_RETRY_SECONDS + KEY_CACHE_SECONDS
-            while not counter_in(redis_port):
+            while not voucher_in(redis_port):
                 assert time.monotonic() < deadline, "the workers did not use Redis again"
                 assert ask(base, fresh)[:2] == (200, None)
                 time.sleep(0.1)

@@ -33,9 +33,7 @@ this one explores sequences. **Time** is one controlled clock for the wall
   exact §4 code, or acceptance) for *some* state of the key store current
   within ``KEY_CACHE_SECONDS`` before t: never a verdict no recent state gives
   — in particular, a token the model has refused for longer than that is
-  refused. One exception, a limit the README states: a change made while the
-  shared cache cannot be reached (its data kept) may reach a process that
-  missed the outage only after ``DATABASE_BACKSTOP_SECONDS``;
+  refused, whatever happened to the shared cache meanwhile;
 * it may say ``unavailable`` only while the database is down or within the
   retry back-off after it came back;
 * after a watcher tick in P, every open socket whose token a recent state
@@ -240,8 +238,6 @@ class Model:
 
     now: float = START
     history: list[tuple[float, State]] = field(default_factory=lambda: [(START, State())])
-    #: when each change could not be announced (the shared cache unreachable)
-    unannounced: dict[int, float] = field(default_factory=dict)
     database_down: bool = False
     database_back_at: float = -1e18
 
@@ -249,24 +245,13 @@ class Model:
     def state(self) -> State:
         return self.history[-1][1]
 
-    def change(self, state: State, *, announced: bool = True) -> None:
-        if not announced:
-            self.unannounced[len(self.history)] = self.now
+    def change(self, state: State) -> None:
         self.history.append((self.now, state))
 
     def recent(self) -> list[State]:
-        """Every state current at some instant of the last KEY_CACHE_SECONDS.
-
-        Also the state before a change that could not be announced, for
-        ``DATABASE_BACKSTOP_SECONDS``: a process that reads the shared cache and
-        missed the outage learns of it from the database backstop (the limit
-        the README states; tests below pin it).
-        """
+        """Every state current at some instant of the last KEY_CACHE_SECONDS."""
         since = self.now - KEY_CACHE_SECONDS
         first = max([0] + [i for i, (at, _s) in enumerate(self.history) if at <= since])
-        for index, at in self.unannounced.items():
-            if self.now - at < propagation.DATABASE_BACKSTOP_SECONDS:
-                first = min(first, index - 1)
         return [s for _at, s in self.history[first:]]
 
     def may_be_unavailable(self) -> bool:
@@ -368,6 +353,10 @@ class Outage(SharedInTests):
         self._check()
         super().set(*args, **kwargs)
 
+    def delete(self, *args: Any, **kwargs: Any) -> bool:
+        self._check()
+        return super().delete(*args, **kwargs)
+
 
 RSA_POOL = [rsa_key(slot) for slot in range(3)]
 
@@ -432,7 +421,7 @@ class RevocationMachine(RuleBasedStateMachine):
         return process
 
     def change(self, state: State) -> None:
-        self.model.change(state, announced=not (self.topology == "shared" and Outage.down))
+        self.model.change(state)
 
     def count(self, what: str) -> None:
         self.tally[what] = self.tally.get(what, 0) + 1
@@ -660,26 +649,22 @@ def test_revocation_holds_everywhere_against_the_model(topology, monkeypatch, tm
 def test_a_change_made_while_the_shared_cache_is_down_reaches_an_idle_process(
     monkeypatch, tmp_path
 ):
-    """Found by the model: a change that cannot be announced (the writer cannot reach
-    the shared cache, whose data survives) reaches a process that missed the outage
-    only through the database backstop, not within KEY_CACHE_SECONDS."""
+    """Found by the model: a change the writer could not announce (the shared cache
+    unreachable, its data kept) reached a process that missed the outage only through
+    a 30 s database backstop; with vouchers that expire, within KEY_CACHE_SECONDS."""
     overrides = {"KEY_CACHE_SECONDS": KEY_CACHE_SECONDS, "REQUIRE_EXP": False}
     with chat_settings({**overrides, "KEY_CACHE_ALIAS": "default"}):
         m = machine_for("shared", monkeypatch, tmp_path, {})()
         try:
             m.key_store_changes(proc=0, change="generate-secret", pick=0)
             m.mint(pick=0, with_kid=True, sub="alice", iat=0, exp=600)
-            m.requests_arrive(1)  # p2 reads the store and the counter
+            m.requests_arrive(1)  # p2 reads the store (and the cache)
             m.something_fails("cache-down")
             m.time_passes(0.25, None)
             m.key_store_changes(proc=0, change="revoke-user", pick=0)  # cannot be announced
             m.something_fails("cache-up")
             m.time_passes(1.25, None)
-            # p2 was idle through the outage: the counter it reads is the one it saw
-            # before, so only the database backstop tells it (the documented limit).
-            m.requests_arrive(1)
-            m.time_passes(propagation.DATABASE_BACKSTOP_SECONDS, None)
-            m.requests_arrive(1)
+            m.requests_arrive(1)  # p2 was idle through the outage: refused all the same
             assert m.tally["verify:token_revoked"] == 1
         finally:
             m.teardown()

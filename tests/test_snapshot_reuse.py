@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat_security import keyring, tokens
+from chat_security import keyring, propagation, tokens
 from chat_security.exceptions import TokenError
 from chat_security.models import Key, RevokedUser, SecurityConfig
 
@@ -40,13 +40,12 @@ def counted(monkeypatch):
 def rebuilt() -> keyring.Snapshot:
     """The snapshot as another worker reads it at its next check.
 
-    In the PostgreSQL + Redis lane the change counter lives in Redis, and the
-    writer's announcement runs only on commit (never, inside a test's
-    transaction): the check is made to ask the database, as the backstop does.
+    In the PostgreSQL + Redis lane the store's voucher lives in Redis, and the
+    writer drops it only on commit (never, inside a test's transaction): it is
+    dropped here, as it expires within the interval anyway.
     """
     keyring._State.checked_at = -1e9
-    if keyring._State.snapshot is not None:
-        keyring._State.snapshot.verified_at = -1e9
+    propagation.announce()
     return keyring.get_snapshot()
 
 
