@@ -4,8 +4,10 @@ import base64
 import json
 import logging
 import subprocess
+import time
 from pathlib import Path
 
+import jwt
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
@@ -160,7 +162,12 @@ def test_wrong_key_is_payload_decryption_failed_over_http(client, secret, servic
     value = py_encrypt(stranger, json.dumps(PRIVATE))
     error = failure(value)
     assert_no_private(str(error))
-    token = tokens.issue("u-wrong", {"user_payload": value})
+    with pytest.raises(TokenError) as refused:  # issue() hands out nothing verify refuses
+        tokens.issue("u-wrong", {"user_payload": value})
+    assert refused.value.code == "payload_decryption_failed"
+    now = int(time.time())
+    claims = {"sub": "u-wrong", "iat": now, "exp": now + 600, "user_payload": value}
+    token = jwt.encode(claims, secret, algorithm="HS256")  # as the site's backend signs it
     response = client.get("/chat/api/messages", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 401
     assert response.json()["error"] == "payload_decryption_failed"

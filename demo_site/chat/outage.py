@@ -32,12 +32,22 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django import db
 from django.contrib.sessions.exceptions import SessionInterrupted
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
 
-from chat_security.middleware import DATABASE_UNAVAILABLE, unavailable
 from chat_security.websocket import CLOSE_UNAVAILABLE
 
 logger = logging.getLogger("demo_site.chat")
+
+#: The detail of ChatSecurityMiddleware's own 503 for the same cause (SPEC §12).
+DATABASE_UNAVAILABLE = "The database cannot be reached; try again."
+
+
+def unavailable(detail: str = DATABASE_UNAVAILABLE) -> JsonResponse:
+    """503 ``{"error": "unavailable"}``, shaped as the middleware answers it."""
+    response = JsonResponse({"error": "unavailable", "detail": detail}, status=503)
+    response["Cache-Control"] = "no-store"
+    response["Retry-After"] = "5"
+    return response
 
 
 class SessionMiddleware(DjangoSessionMiddleware):
