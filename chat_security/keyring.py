@@ -357,7 +357,7 @@ def retry_delay(failures: int) -> float:
     """Seconds to wait after ``failures`` failed reads in a row: doubling, capped."""
     if failures >= 64:  # 2**64 * 0.05 is far past the cap; never build a huge number
         return MAX_RETRY_SECONDS
-    return min(FIRST_RETRY_SECONDS * 2 ** max(failures - 1, 0), MAX_RETRY_SECONDS)
+    return min(FIRST_RETRY_SECONDS * 2.0 ** max(failures - 1, 0), MAX_RETRY_SECONDS)
 
 
 def _unchanged(snap: Snapshot) -> bool:
