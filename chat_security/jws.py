@@ -12,13 +12,11 @@ import binascii
 import json
 import math
 import re
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .conf import app_settings
 from .exceptions import TokenError
-from .lru import SCALAR_OVERHEAD, json_bound, json_bytes
 
 #: The shape of a compact JWS (the admin's tester uses it for a hint, never a verdict).
 COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
@@ -88,7 +86,7 @@ def _decode(text: str, objects: list[dict[str, Any]]) -> Any:
     holds this text's objects alone, on any thread. The duplicate-name check
     sees every object anyway; recording them there lets the verified-token
     memory bound what the claims hold without walking them again
-    (``lru.json_bound``).
+    (``verified.claims_bound``).
     """
     append = objects.append
 
@@ -112,13 +110,6 @@ def _decode(text: str, objects: list[dict[str, Any]]) -> Any:
     return value
 
 
-def _objects_held(objects: list[dict[str, Any]]) -> tuple[int, int]:
-    """The commas between the objects' members, and what the objects hold (``json_bound``)."""
-    members = sum(map(len, objects))
-    commas = members - len(objects) + objects.count({})  # n - 1 per non-empty object
-    return commas, sum(map(sys.getsizeof, objects)) + 2 * SCALAR_OVERHEAD * members
-
-
 def _json_object(raw: bytes, part: str, objects: list[dict[str, Any]]) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
@@ -139,15 +130,11 @@ def _nests(raw: bytes, objects: list[dict[str, Any]]) -> bool:
     return len(objects) > 1 or b"[" in raw
 
 
-def _payload(raw: bytes) -> tuple[dict[str, Any], int, bool]:
-    """The claims, a bound of what they hold in memory (0 when the text allows none),
-    and whether they nest."""
+def _payload(raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+    """The claims, every object the decoder built for them, and whether they nest."""
     objects: list[dict[str, Any]] = []
     claims = _json_object(raw, "payload", objects)
-    nested = _nests(raw, objects)
-    if not raw.isascii() or b"\\u" in raw:
-        return claims, 0, nested
-    return claims, json_bound(raw, *_objects_held(objects)), nested
+    return claims, objects, _nests(raw, objects)
 
 
 @dataclass(slots=True)
@@ -156,12 +143,13 @@ class ParsedToken:
     claims: dict[str, Any]
     signing_input: bytes
     signature: bytes
-    #: an upper bound of what the decoded claims hold (``lru.json_bound``), known
-    #: when the payload's text is ASCII without ``\u`` escapes; 0: measure them
-    claims_bytes: int = 0
-    #: what the decoded header holds (``lru.json_bytes``) if this token decoded it;
-    #: 0 for a header shared from the cache (charged to the token that decoded it)
-    header_bytes: int = 0
+    #: what the parser saw, for the verified-token memory's charge
+    #: (``verified.cost_of``): the payload's JSON text and every object decoded from it
+    payload: bytes = b""
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    #: whether this token decoded its header (False: shared from the header cache,
+    #: charged to the token that decoded it)
+    header_decoded: bool = True
     #: whether header or claims may hold objects or lists (results then copy deeply)
     nested: bool = True
 
@@ -175,12 +163,12 @@ _HEADERS_MAX = 64
 _HEADER_MAX_CHARS = 512
 
 
-def _header(h64: bytes) -> tuple[dict[str, Any], int, bool]:
-    """The header, its size in memory if decoded now (0 if shared from the cache), and
+def _header(h64: bytes) -> tuple[dict[str, Any], bool, bool]:
+    """The header, whether it was decoded now (not shared from the cache), and
     whether it holds objects or lists."""
     known = _HEADERS.get(h64)
     if known is not None:
-        return known[0], 0, known[1]
+        return known[0], False, known[1]
     objects: list[dict[str, Any]] = []
     raw = _b64decode(h64)
     header = _json_object(raw, "header", objects)
@@ -196,7 +184,7 @@ def _header(h64: bytes) -> tuple[dict[str, Any], int, bool]:
         if len(_HEADERS) >= _HEADERS_MAX:
             _HEADERS.clear()
         _HEADERS[h64] = header, nested
-    return header, json_bytes(header), nested
+    return header, True, nested
 
 
 def parse(token: str | bytes | None) -> ParsedToken:
@@ -218,9 +206,9 @@ def parse(token: str | bytes | None) -> ParsedToken:
         raise TokenError("malformed", "the token is not three base64url parts separated by dots")
     h64, p64, s64 = segments
     try:
-        header, header_bytes, header_nested = _header(h64)
+        header, header_decoded, header_nested = _header(h64)
         raw = _b64decode(p64)
-        claims, claims_bytes, claims_nested = _payload(raw)
+        claims, objects, claims_nested = _payload(raw)
         signature = _b64decode(s64) if s64 else b""
     except (binascii.Error, ValueError) as exc:
         if isinstance(exc, TokenError):
@@ -231,7 +219,8 @@ def parse(token: str | bytes | None) -> ParsedToken:
         claims,
         data[: len(h64) + 1 + len(p64)],
         signature,
-        claims_bytes,
-        header_bytes,
+        raw,
+        objects,
+        header_decoded,
         header_nested or claims_nested,
     )

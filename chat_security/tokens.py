@@ -26,9 +26,9 @@ from .conf import app_settings, register_cache
 from .exceptions import ChatSecurityError, KeyStateError, KeyUnreadable, TokenError
 from .jws import ParsedToken, parse
 from .keyring import KIND_OF_ALGORITHM, KeyEntry, Snapshot
-from .lru import CONTAINERS
 from .models import KeyKind
 from .verified import (
+    CONTAINERS,
     MEMORY,
     Remembered,
     VerifiedToken,

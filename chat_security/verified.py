@@ -10,11 +10,12 @@ check on it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .conf import app_settings, register_cache
-from .lru import CONTAINERS, ByteBoundedLRU, json_bytes
+from .lru import ByteBoundedLRU
 
 if TYPE_CHECKING:
     from .jws import ParsedToken
@@ -201,10 +202,10 @@ class Remembered:
 #: A 1 MiB token (MAX_TOKEN_BYTES at its ceiling) of ordinary claims costs
 #: ~1.7 MiB; one made of many tiny JSON values up to ~15 MiB, all counted.
 VERIFIED_MEMORY_BYTES = 32 * 1024 * 1024
-#: What one entry costs besides the token and its decoded JSON: the ordered
-#: dict's slot and link, the record above with its step-6 numbers, the size
-#: kept beside it (~500 bytes measured; tests/test_verify_cache.py checks the
-#: total with tracemalloc).
+#: What one entry costs besides the token and its decoded JSON: its slots in the
+#: cache (cachetools keeps an entry in three dicts, with a (value, size) pair)
+#: and the record above with its step-6 numbers (~450 bytes measured;
+#: tests/test_verify_cache.py checks the total with tracemalloc).
 _ENTRY_OVERHEAD = 544
 
 
@@ -213,13 +214,85 @@ def cost_of(token: str, parsed: ParsedToken, private: Any) -> int:
 
     A header is charged to the token that decoded it; the tokens that share
     it from ``jws``'s header cache hold only a reference. The claims are
-    charged the bound the parser worked out while decoding them when their
-    text allows one (``lru.json_bound``), else measured value by value
-    (``json_bytes``).
+    charged a bound worked out from their text and the objects the parser
+    recorded while decoding them, when the text allows one
+    (:func:`claims_bound`), else measured value by value (:func:`json_bytes`).
     """
-    size = sys.getsizeof(token) + _ENTRY_OVERHEAD + parsed.header_bytes
-    size += parsed.claims_bytes or json_bytes(parsed.claims)
+    size = sys.getsizeof(token) + _ENTRY_OVERHEAD
+    if parsed.header_decoded:
+        size += json_bytes(parsed.header)
+    size += claims_bound(parsed.payload, parsed.objects) or json_bytes(parsed.claims)
     return size if private is None else size + json_bytes(private)
+
+
+# -- what decoded JSON holds in memory ----------------------------------------------
+
+#: The container types of decoded JSON (everything else in it is an immutable scalar).
+CONTAINERS = (dict, list)
+
+
+def _containers(value: Any) -> Iterator[Any]:
+    """Every dict and list in decoded JSON, each once (``value`` first, if it is one)."""
+    stack = [value] if type(value) in CONTAINERS else []
+    while stack:
+        item = stack.pop()
+        yield item
+        children = item.values() if type(item) is dict else item
+        kinds = set(map(type, children))  # in C: most containers hold no containers
+        if dict in kinds or list in kinds:
+            stack.extend([c for c in children if type(c) in CONTAINERS])
+
+
+def json_bytes(value: Any) -> int:
+    """What decoded JSON holds, in bytes: ``sys.getsizeof`` of every object in it.
+
+    Objects the interpreter shares (small ints, ``None``, one-letter strings)
+    are counted at each use, so the figure errs high; and a token of a
+    million empty lists costs what those lists really take, not its length.
+    """
+    total = sys.getsizeof(value)
+    for item in _containers(value):
+        if type(item) is dict:
+            # Keys are strings: str.__sizeof__ is getsizeof without the lookup.
+            total += sum(map(str.__sizeof__, item))
+            item = item.values()
+        # A container child is counted here (its own object), its contents in its turn.
+        total += sum(map(sys.getsizeof, item))
+    return total
+
+
+#: The most an ASCII string, int, float, bool or None costs beyond its JSON text's
+#: length: ``sys.getsizeof("")`` is 49; an int of d digits costs at most 32 + d/2.
+SCALAR_OVERHEAD = 49
+#: A list of n items built by appending holds at most ``_LIST_BASE + _LIST_SLOT * n``
+#: bytes (CPython over-allocates by an eighth; checked for every n up to 200,000).
+_LIST_BASE = 104
+_LIST_SLOT = 10
+
+
+def claims_bound(text: bytes, objects: list[dict[str, Any]]) -> int:
+    """An upper bound of what the JSON ``text`` holds once decoded, without visiting it;
+    0 when the text allows none (not ASCII, or ``\\u`` escapes).
+
+    ``objects`` are every object the decoder built from ``text``. For ASCII
+    text without escapes every string is one byte per character, and each
+    scalar (key, value or item) costs at most ``SCALAR_OVERHEAD`` plus its own
+    text. The objects are counted as they are: their ``sys.getsizeof`` plus
+    their keys' and values' overhead. The lists are bounded from the text:
+    they hold at most the commas that do not separate object members, and each
+    list one item more than its commas. Brackets and commas inside strings
+    only raise the bound.
+    """
+    if not text.isascii() or b"\\u" in text:
+        return 0
+    members = sum(map(len, objects))
+    total = len(text) + sum(map(sys.getsizeof, objects)) + 2 * SCALAR_OVERHEAD * members
+    lists = text.count(b"[")
+    if lists:
+        object_commas = members - len(objects) + objects.count({})  # n - 1 per non-empty
+        items = text.count(b",") - object_commas + lists
+        total += _LIST_BASE * lists + (_LIST_SLOT + SCALAR_OVERHEAD) * items
+    return total
 
 
 #: token -> Remembered for tokens that verified. The chat widget sends the
