@@ -46,7 +46,6 @@ default (None) every worker polls the database.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -56,8 +55,9 @@ from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.locmem import LocMemCache
 
 from .conf import app_settings
+from .log import get_logger
 
-logger = logging.getLogger("chat_security.propagation")
+logger = get_logger("chat_security.propagation")
 
 VOUCHER_KEY = "chat_security:key-store-version"
 #: After a cache failure, the cache is left alone (the database is polled) this long.
@@ -85,7 +85,9 @@ def check_interval() -> float:
     when it checks, and is served for at most this long: one interval in all.
     """
     seconds = app_settings.KEY_CACHE_SECONDS
-    return seconds / 2 if shared_cache() is not None else seconds
+    if shared_cache() is None or time.monotonic() < _State.cache_down_until:
+        return seconds  # polling the database: once per interval is enough
+    return seconds / 2
 
 
 #: Cache backends that hold their data on one server (or nowhere): never trusted.

@@ -131,6 +131,7 @@ def test_a_cache_that_is_down_is_left_alone_for_a_while(shared_cache, monkeypatc
     for _ in range(20):
         assert propagation.read_voucher() is None
     assert len(calls) == 1  # one failed call, then the database is polled
+    assert propagation.check_interval() == 60  # once per KEY_CACHE_SECONDS, as without a cache
     monkeypatch.undo()
     propagation.vouch(7, propagation.wall_clock())  # not even written meanwhile
     assert propagation.read_voucher() is None  # still within CACHE_RETRY_SECONDS
