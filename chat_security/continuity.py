@@ -8,7 +8,6 @@ id>``. :func:`link_anonymous` merges it into the user's contact, records an
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -16,13 +15,14 @@ from django.db import IntegrityError, transaction
 from . import clock
 from .exceptions import AnonymousLinkError, TokenError
 from .identity import ANON_PREFIX, MERGED_FIELDS, add_counts
+from .log import get_logger
 from .models import AnonymousLink, Contact
 from .signals import anonymous_linked
 from .tokens import user_id_of
 from .user_data import add_missing_keys
 from .values import ANONYMOUS_ID_RE
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def _link_ids(anonymous_id: Any, user_id: Any) -> str:

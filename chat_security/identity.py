@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import re
 from typing import Any
@@ -25,6 +24,7 @@ from . import clock
 from .agent_data import normalise_agent_data
 from .conf import app_settings
 from .exceptions import ChatSecurityError, TokenError
+from .log import get_logger
 from .models import AnonymousLink, AuditEntry, Contact
 from .signals import contact_deleting
 from .tokens import user_id_of
@@ -41,7 +41,7 @@ from .values import (
     text_value,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Contacts of anonymous visitors are keyed "anon:<cookie id>". Verified user
 #: ids with this prefix get no contact, so neither side can reach the other's.

@@ -28,7 +28,6 @@ are written out at most every ``USAGE_FLUSH_SECONDS``, and at exit.
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -42,9 +41,10 @@ from joserfc.jwk import RSAKey
 from . import clock, keys, propagation, usage
 from .conf import register_cache
 from .exceptions import ChatSecurityError, KeyStoreUnavailable, KeyUnreadable
+from .log import get_logger
 from .models import Key, KeyKind, KeyState, RevokedUser, SecurityConfig, key_state
 
-logger = logging.getLogger("chat_security.keyring")
+logger = get_logger("chat_security.keyring")
 
 #: Longest wait between two attempts to read a key store that failed.
 MAX_RETRY_SECONDS = 2.0

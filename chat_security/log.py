@@ -9,9 +9,11 @@ formatter cannot bring the raw arguments back; tracebacks are rendered to
 text and scrubbed the same way, and the exception object is not passed on.
 
 A filter attached to a logger does not see records of its child loggers, so
-:func:`install` also chains a log-record factory that attaches the filter to
-each ``chat_security.*`` logger the first time it creates a record, before
-that logger's filters run.
+every module of the package takes its logger from :func:`get_logger`, which
+attaches the filter to that logger. Nothing else in the process is touched:
+other libraries' records and loggers stay as they are. The package logs no
+token material in the first place (codes, kids, user ids, exception type
+names); the filter is there for the day a careless line would.
 """
 
 from __future__ import annotations
@@ -184,7 +186,6 @@ class RedactingFilter(logging.Filter):
 
 _filter = RedactingFilter()
 _lock = threading.Lock()
-_installed = False
 
 
 def in_namespace(name: str) -> bool:
@@ -199,24 +200,22 @@ def guard(logger: logging.Logger) -> None:
                 logger.addFilter(_filter)
 
 
+def get_logger(name: str) -> logging.Logger:
+    """The package's logger ``name`` (``chat_security`` or below), its records redacted."""
+    if not in_namespace(name):
+        raise ValueError(f"{name!r} is not a {NAMESPACE} logger")
+    logger = logging.getLogger(name)
+    guard(logger)
+    return logger
+
+
 def install() -> None:
-    """Guard ``chat_security`` and every ``chat_security.*`` logger, now and later."""
-    global _installed
+    """Guard ``chat_security`` and every ``chat_security.*`` logger that exists now.
+
+    The package's modules guard their own loggers already (:func:`get_logger`);
+    this covers one made otherwise before the app was ready.
+    """
     guard(logging.getLogger(NAMESPACE))
     for name in list(logging.Logger.manager.loggerDict):
         if in_namespace(name):
             guard(logging.getLogger(name))
-    with _lock:
-        if _installed:
-            return
-        _installed = True
-        previous = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        if in_namespace(record.name):
-            # Runs inside Logger.makeRecord, before Logger.handle applies filters.
-            guard(logging.getLogger(record.name))
-        return record
-
-    logging.setLogRecordFactory(factory)

@@ -11,7 +11,6 @@ while it is down answers 503 ``unavailable``, as the check itself does: never a 
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 import secrets
 import traceback
@@ -30,11 +29,12 @@ from . import clock, keyring, tokens, usage
 from .conf import app_settings, register_cache
 from .exceptions import ERROR_CODES, KeyStoreUnavailable, KeyUnreadable, TokenError
 from .identity_types import ChatIdentity
+from .log import get_logger
 from .placement import missing_token_detail
 from .session import SUBJECT_SESSION_KEY
 from .values import ANONYMOUS_ID_RE
 
-logger = logging.getLogger("chat_security.middleware")
+logger = get_logger("chat_security.middleware")
 
 #: Request attributes set by the template tag and read back here on the way out.
 PRIVATE_FLAG = "_chat_security_private"

@@ -20,7 +20,6 @@ transaction commits (``on_commit``). ``last_used`` only moves forward
 from __future__ import annotations
 
 import atexit
-import logging
 import math
 import threading
 import time
@@ -33,9 +32,10 @@ from django.db.models.functions import Coalesce, Greatest
 
 from . import clock
 from .conf import app_settings
+from .log import get_logger
 from .models import Key, TrafficStat
 
-logger = logging.getLogger("chat_security.usage")
+logger = get_logger("chat_security.usage")
 
 
 class _Tally:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
@@ -15,11 +13,12 @@ from .exceptions import (
     KeyUnreadable,
     TokenError,
 )
+from .log import get_logger
 from .middleware import rejection
 from .models import Key, KeyKind
 from .session import kept_token
 
-logger = logging.getLogger("chat_security.views")
+logger = get_logger("chat_security.views")
 
 
 @require_GET

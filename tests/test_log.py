@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import jwt
 import pytest
@@ -22,10 +24,10 @@ SECRET = "PRIVATE-VALUE-9f8e7d"
 
 @pytest.fixture
 def logger(caplog):
-    # A logger created after apps.ready: the record factory must guard it too.
+    # A package logger made after apps.ready, the way every module makes its own.
     name = f"chat_security.test_{uuid.uuid4().hex[:8]}"
     caplog.set_level(logging.DEBUG, logger="chat_security")
-    return logging.getLogger(name)
+    return cs_log.get_logger(name)
 
 
 def logged(caplog) -> str:
@@ -137,6 +139,42 @@ def test_other_loggers_are_not_touched(caplog):
     logging.getLogger("somebody_else").info("token %s", JWS)
     assert JWS in caplog.records[0].getMessage()
     assert not logging.getLogger("somebody_else").filters
+
+
+def test_no_process_wide_hook_is_installed():
+    """Only the package's own loggers carry the filter; records of others are not touched."""
+    factory = logging.getLogRecordFactory()
+    assert getattr(factory, "__module__", "") != cs_log.__name__
+    record = factory("somebody_else", logging.INFO, __file__, 1, "token %s", (JWS,), None)
+    assert record.args == (JWS,)
+
+
+def test_every_package_logger_is_guarded():
+    """Each module takes its logger from log.get_logger: none is made unguarded."""
+    root = Path(cs_log.__file__).parent
+    made_otherwise = [
+        f"{path.relative_to(root)}:{number}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "log.py"
+        for number, line in enumerate(path.read_text("utf-8").splitlines(), 1)
+        if "getLogger(" in line
+    ]
+    assert made_otherwise == []
+    import chat_security.middleware  # noqa: F401  (one module with a logger, at least)
+
+    loggers = {
+        name: module.logger
+        for name, module in list(sys.modules.items())
+        if cs_log.in_namespace(name) and isinstance(getattr(module, "logger", None), logging.Logger)
+    }
+    assert "chat_security.middleware" in loggers
+    unguarded = [name for name, lg in loggers.items() if cs_log._filter not in lg.filters]
+    assert unguarded == []
+
+
+def test_get_logger_is_for_the_package_only():
+    with pytest.raises(ValueError):
+        cs_log.get_logger("somebody_else")
 
 
 def test_install_is_idempotent():

@@ -16,7 +16,6 @@ ends it with ``Cache-Control: private`` and Django's cache machinery
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from django import template
@@ -25,10 +24,11 @@ from django.utils.safestring import SafeString, mark_safe
 
 from ..conf import JS_IDENTIFIER, app_settings
 from ..exceptions import ChatSecurityError, KeyUnreadable, TokenError
+from ..log import get_logger
 from ..middleware import FINISHED_FLAG, anonymous_id_for, mark_private
 from ..session import kept_token
 
-logger = logging.getLogger("chat_security.templatetags")
+logger = get_logger("chat_security.templatetags")
 register = template.Library()
 
 # Everything that could end a <script> element or a JavaScript string early.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from .. import clock, keyring, tokens, usage
 from ..conf import app_settings
 from ..exceptions import ERROR_CODES, KeyStoreUnavailable, KeyUnreadable, TokenError
 from ..identity_types import ChatIdentity
+from ..log import get_logger
 from ..placement import query_has_token
 from ..session import SUBJECT_SESSION_KEY
 from .protocol import (
@@ -51,7 +51,7 @@ from .watcher import Watcher
 if TYPE_CHECKING:
     from . import ChatSecurityWebSocketMiddleware
 
-logger = logging.getLogger("chat_security.websocket")
+logger = get_logger("chat_security.websocket")
 
 _FAILED: Any = object()
 _THREAD: Any = object()

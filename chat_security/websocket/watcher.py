@@ -15,7 +15,6 @@ is re-checked by that tick or the next: none can slip between two ticks.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
@@ -23,12 +22,13 @@ from django.core.exceptions import SynchronousOnlyOperation
 
 from .. import clock, keyring, tokens
 from ..exceptions import KeyStoreUnavailable, TokenError
+from ..log import get_logger
 from .protocol import not_configured, tick_seconds, where
 
 if TYPE_CHECKING:
     from .connection import Connection
 
-logger = logging.getLogger("chat_security.websocket")
+logger = get_logger("chat_security.websocket")
 
 
 async def _read_snapshot() -> Any:
