@@ -30,14 +30,14 @@ _EXPORTS: dict[str, str] = {
     "KeyStoreUnavailable": "exceptions",
     "TokenError": "exceptions",
     "VerifiedToken": "verified",
-    "anonymous_id_of": "middleware",
+    "anonymous_id_of": "marks",
     "anonymous_linked": "signals",
     "contact_deleting": "signals",
     "contact_for": "identity",
     "delete_contact": "identity",
     "end_chat_session": "session",
     "find_contact": "identity",
-    "forget_anonymous_id": "middleware",
+    "forget_anonymous_id": "marks",
     "issue": "tokens",
     "link_anonymous": "continuity",
     "security_enabled": "keyring",
@@ -82,7 +82,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from .identity import contact_for, delete_contact, find_contact
     from .identity_types import ChatIdentity
     from .keyring import security_enabled
-    from .middleware import anonymous_id_of, forget_anonymous_id
+    from .marks import anonymous_id_of, forget_anonymous_id
     from .session import end_chat_session
     from .signals import anonymous_linked, contact_deleting
     from .tokens import issue, verify

@@ -1,18 +1,19 @@
 """Guards the chat API: ``Authorization: Bearer <jwt>`` → ``request.chat_identity``.
 
 Thin by design: the header is read here, every rule lives in
-:func:`chat_security.tokens.verify`. The middleware also finishes responses
-for the template tag (``Cache-Control: private`` on pages that carry a token,
-the anonymous-id cookie), so it runs for every request but only *checks*
-requests under ``PROTECTED_PATHS``. A protected view that needs the database
-while it is down answers 503 ``unavailable``, as the check itself does: never a 500.
+:func:`chat_security.tokens.verify`. The middleware also finishes every
+response for what the template tag and the check left on the request
+(:func:`chat_security.marks.finish`: ``Cache-Control: private`` on pages that
+carry a token, the anonymous-id cookie), so it runs for every request but
+only *checks* requests under ``PROTECTED_PATHS``. A protected view that needs
+the database while it is down answers 503 ``unavailable``, as the check
+itself does: never a 500.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-import secrets
 import traceback
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
@@ -23,27 +24,17 @@ from django import db
 from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
-from django.utils.cache import patch_vary_headers
 
 from . import clock, keyring, tokens, usage
 from .conf import app_settings, register_cache
 from .exceptions import ERROR_CODES, KeyStoreUnavailable, KeyUnreadable, TokenError
 from .identity_types import ChatIdentity
 from .log import get_logger
+from .marks import anonymous_id_for, finish
 from .placement import missing_token_detail
 from .session import SUBJECT_SESSION_KEY
-from .values import ANONYMOUS_ID_RE
 
 logger = get_logger("chat_security.middleware")
-
-#: Request attributes set by the template tag and read back here on the way out.
-PRIVATE_FLAG = "_chat_security_private"
-NEW_ANONYMOUS_ID = "_chat_security_new_anonymous_id"
-#: Set once the response's headers are final; a tag rendered later (a streaming
-#: response) could no longer make its page private, so it writes no token.
-FINISHED_FLAG = "_chat_security_finished"
-
-ANONYMOUS_COOKIE_AGE = 365 * 24 * 3600
 
 # RFC 9110 token characters minus ".", so a bare JWT is never taken for a scheme name.
 _SCHEME = re.compile(r"[!#$%&'*+^_`|~0-9A-Za-z-]+")
@@ -100,105 +91,6 @@ def bearer_token(value: str | None) -> str | None:
     if _BEARER_WORD.search(value) or not (rest and _SCHEME.fullmatch(scheme)):
         raise TokenError("malformed", "the Authorization header is not 'Bearer <token>'")
     return None
-
-
-# -- anonymous ids ------------------------------------------------------------------
-
-
-def new_anonymous_id() -> str:
-    return "anon-" + secrets.token_urlsafe(16)
-
-
-def anonymous_id_for(request: HttpRequest) -> str:
-    """The visitor's anonymous id from its cookie, or a new one the response will set."""
-    pending: str | None = getattr(request, NEW_ANONYMOUS_ID, None)
-    if pending:
-        return pending
-    cookie = request.COOKIES.get(app_settings.ANONYMOUS_COOKIE_NAME, "")
-    if ANONYMOUS_ID_RE.fullmatch(cookie):
-        return cookie
-    new_id = new_anonymous_id()
-    setattr(request, NEW_ANONYMOUS_ID, new_id)
-    return new_id
-
-
-def mark_private(request: HttpRequest) -> None:
-    """This request's response is for one person only: keep it out of every shared cache.
-
-    ``_cache_update_cache`` is what Django's cache middleware (and the
-    ``cache_page`` decorator, whose response hook runs *inside* the view,
-    before this middleware sees the response) consult before storing a page.
-    """
-    setattr(request, PRIVATE_FLAG, True)
-    request._cache_update_cache = False  # type: ignore[attr-defined]
-
-
-def _has_header(response: HttpResponseBase, lowercase_name: str) -> bool:
-    """``response.has_header``, without its KeyError round trip on every protected response.
-
-    Reads Django's case-insensitive header store (``ResponseHeaders._store``,
-    keyed by lowercase names since Django 3.2); falls back to the public call.
-    """
-    store = getattr(response.headers, "_store", None)
-    if type(store) is dict:
-        return lowercase_name in store
-    return response.has_header(lowercase_name)
-
-
-def make_private(response: HttpResponseBase) -> None:
-    """``Cache-Control: private`` and no directive that would let a shared cache store it."""
-    if not _has_header(response, "cache-control"):
-        response["Cache-Control"] = "private"  # the usual case, without the parsing
-        return
-    directives = [d.strip() for d in response["Cache-Control"].split(",")]
-    kept = [
-        d
-        for d in directives
-        if d and d.split("=", 1)[0].strip().lower() not in ("public", "private", "s-maxage")
-    ]
-    response["Cache-Control"] = ", ".join(["private", *kept])
-
-
-def set_anonymous_cookie(request: HttpRequest, response: HttpResponseBase, value: str) -> None:
-    name = app_settings.ANONYMOUS_COOKIE_NAME
-    if name in response.cookies:  # the view decided (e.g. deleted it on chat logout)
-        return
-    make_private(response)  # a shared cache must never hand one visitor's id to another
-    response.set_cookie(
-        name,
-        value,
-        max_age=ANONYMOUS_COOKIE_AGE,
-        httponly=True,
-        samesite="Lax",
-        secure=request.is_secure() or settings.SESSION_COOKIE_SECURE,
-    )
-
-
-def forget_anonymous_id(response: HttpResponseBase) -> None:
-    """Expire the anonymous visitor's id cookie on ``response`` (a chat logout).
-
-    Their next request gets a new id, so a fresh anonymous conversation. The
-    middleware leaves a cookie the view has set or deleted alone.
-    """
-    response.delete_cookie(app_settings.ANONYMOUS_COOKIE_NAME, samesite="Lax")
-
-
-def anonymous_id_of(request: HttpRequest, *, renew: bool = False) -> str | None:
-    """The anonymous id the visitor's cookie carries, or None (none, malformed, or
-    ``ANONYMOUS_IDS`` off). For a login hook: pass it to ``link_anonymous``.
-
-    ``renew`` makes the response (through this middleware) replace the cookie
-    with a fresh id, so an id is linked to one user once and whoever chats
-    anonymously in this browser after a logout starts a new conversation.
-    """
-    if not app_settings.ANONYMOUS_IDS:
-        return None
-    cookie = request.COOKIES.get(app_settings.ANONYMOUS_COOKIE_NAME, "")
-    if not ANONYMOUS_ID_RE.fullmatch(cookie):
-        return None
-    if renew:
-        setattr(request, NEW_ANONYMOUS_ID, new_anonymous_id())
-    return cookie
 
 
 # -- responses ----------------------------------------------------------------------
@@ -307,7 +199,7 @@ class ChatSecurityMiddleware:
         if response is None:
             # Sync mode: get_response returns the response itself, never an awaitable.
             response = self.get_response(request)  # type: ignore[assignment]
-        self.finish(request, response, protected)  # type: ignore[arg-type]
+        finish(request, response, protected)  # type: ignore[arg-type]
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -325,7 +217,7 @@ class ChatSecurityMiddleware:
                 response = await sync_to_async(self.check, thread_sensitive=True)(request)
         if response is None:
             response = await self.get_response(request)  # type: ignore[misc]  # async mode
-        self.finish(request, response, protected)
+        finish(request, response, protected)
         return response
 
     def process_exception(
@@ -407,23 +299,3 @@ class ChatSecurityMiddleware:
             session[SUBJECT_SESSION_KEY] = result.user_id
         _count("signed", result.kid, now)  # the key's use counted with the request
         return ChatIdentity.verified(result)
-
-    def finish(self, request: HttpRequest, response: HttpResponseBase, protected: bool) -> None:
-        """Patch the response for what the tag and the check left on the request."""
-        setattr(request, FINISHED_FLAG, True)
-        if getattr(request, PRIVATE_FLAG, False):
-            make_private(response)
-        new_id = getattr(request, NEW_ANONYMOUS_ID, None)
-        if new_id:
-            set_anonymous_cookie(request, response, new_id)
-        if protected:
-            # Only the token's holder may see this: no shared cache (a CDN, Django's
-            # cache middleware) may keep it and answer a later request before the check.
-            make_private(response)
-            if _has_header(response, "vary"):
-                patch_vary_headers(response, ("Authorization",))
-            else:
-                response["Vary"] = "Authorization"  # what patch_vary_headers would write
-            # Set here, not in check(): FetchFromCacheMiddleware placed after us
-            # re-arms the flag on a cache miss.
-            request._cache_update_cache = False  # type: ignore[attr-defined]

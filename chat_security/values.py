@@ -33,7 +33,7 @@ EMAIL_MAX = 254
 PHONE_INPUT_MAX = 64
 # Beyond 2**53 a JSON number no longer round-trips through JavaScript.
 NUMBER_MAX = 2**53
-#: An anonymous visitor's cookie id (what ``middleware.new_anonymous_id`` makes):
+#: An anonymous visitor's cookie id (what ``marks.new_anonymous_id`` makes):
 #: the one format the middleware, the WebSocket layer and ``link_anonymous`` accept.
 ANONYMOUS_ID_RE = re.compile(r"anon-[A-Za-z0-9_-]{22}")
 

@@ -12,7 +12,7 @@ from django.template import Context, Template
 from django.test import Client, RequestFactory
 
 from chat_security import tokens
-from chat_security.middleware import NEW_ANONYMOUS_ID, PRIVATE_FLAG
+from chat_security.marks import NEW_ANONYMOUS_ID, PRIVATE_FLAG
 from chat_security.templatetags.chat_security import script_string
 from tests import chat_helpers
 from tests.chat_helpers import chat_settings, security_off

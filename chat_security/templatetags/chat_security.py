@@ -8,9 +8,10 @@ Usage::
 
 The token comes from the login session (:func:`chat_security.session.kept_token`),
 so rendering does not sign anything once a token is kept. A page that carries
-a token is marked so :class:`~chat_security.middleware.ChatSecurityMiddleware`
-ends it with ``Cache-Control: private`` and Django's cache machinery
-(``cache_page``, the cache middleware) does not store it.
+a token is marked (:mod:`chat_security.marks`) so
+:class:`~chat_security.middleware.ChatSecurityMiddleware` ends it with
+``Cache-Control: private`` and Django's cache machinery (``cache_page``, the
+cache middleware) does not store it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from django.utils.safestring import SafeString, mark_safe
 from ..conf import JS_IDENTIFIER, app_settings
 from ..exceptions import ChatSecurityError, KeyUnreadable, TokenError
 from ..log import get_logger
-from ..middleware import FINISHED_FLAG, anonymous_id_for, mark_private
+from ..marks import anonymous_id_for, is_finished, mark_private
 from ..session import kept_token
 
 logger = get_logger("chat_security.templatetags")
@@ -68,7 +69,7 @@ def chat_identity_token(context: template.Context, nonce: Any = None) -> str:
         if app_settings.ANONYMOUS_IDS:
             anonymous_id_for(request)  # the middleware sets the cookie if it is new
         return ""
-    if getattr(request, FINISHED_FLAG, False):
+    if is_finished(request):
         # Rendered after the middleware sent the headers (a streaming response):
         # nothing can mark this page private any more, so it gets no token.
         logger.error(
