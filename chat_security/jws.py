@@ -15,14 +15,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .base64url import ALPHABET, CHARACTER
 from .conf import app_settings
 from .exceptions import TokenError
 
 #: The shape of a compact JWS (the admin's tester uses it for a hint, never a verdict).
-COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+COMPACT_JWS = re.compile(rf"{CHARACTER}+\.{CHARACTER}+\.{CHARACTER}*")
 _MAX_DEPTH = 32
 _JSON_SPACE = " \t\n\r"
-_COMPACT_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+_COMPACT_ALPHABET = ALPHABET + b"."
 
 
 def _segments(token: bytes) -> list[bytes] | None:
@@ -35,9 +36,7 @@ def _segments(token: bytes) -> list[bytes] | None:
     return parts if parts[0] and parts[1] else None
 
 
-_B64_VALUE = {
-    c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-}
+_B64_VALUE = {c: i for i, c in enumerate(ALPHABET)}
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 # By length % 4; a remainder of 1 is refused before either is read.
 _PADDING = (b"", b"", b"==", b"=")

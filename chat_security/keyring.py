@@ -42,7 +42,16 @@ from . import clock, keys, propagation, usage
 from .conf import register_cache
 from .exceptions import ChatSecurityError, KeyStoreUnavailable, KeyUnreadable
 from .log import get_logger
-from .models import Key, KeyKind, KeyState, RevokedUser, SecurityConfig, key_state
+from .models import (
+    Key,
+    KeyKind,
+    RevokedUser,
+    SecurityConfig,
+    key_state,
+    stopped_at,
+    usable_state,
+    usable_until,
+)
 
 logger = get_logger("chat_security.keyring")
 
@@ -84,23 +93,21 @@ class KeyEntry:
     _private_key: RSAKey | None = None
     #: what the entry was made from (:func:`_row`): equal rows give the same entry
     _row: tuple[Any, ...] = ()
+    #: until when it verifies (``models.usable_until``): set from the times above
+    usable_until: float = field(init=False, default=-math.inf)
 
     def __post_init__(self) -> None:
-        # usable(now) is on every request's path: two comparisons, worked out once
-        # from key_state() (revoked: never; retired_at <= now or grace over: no more).
-        if self.revoked_at is not None:
-            self._usable_until = -math.inf
-        else:
-            ends = (e for e in (self.retired_at, self.grace_until) if e is not None)
-            self._usable_until = min(ends, default=math.inf)
-        self._usable_state = KeyState.GRACE if self.grace_until is not None else KeyState.ACTIVE
+        # usable(now) is on every request's path: one comparison, its bound worked
+        # out once by the models' key-state rules.
+        self.usable_until = usable_until(self.grace_until, self.retired_at, self.revoked_at)
+        self._usable_state = usable_state(self.grace_until)
 
     def state(self, now: float) -> str:
         return key_state(now, self.grace_until, self.retired_at, self.revoked_at)
 
     def usable(self, now: float) -> bool:
         """Whether the key verifies at ``now``: its state is active or in grace."""
-        return now < self._usable_until
+        return now < self.usable_until
 
     def usable_state(self, now: float) -> str:
         """``state(now)`` of a key known to be usable at ``now`` (active or grace)."""
@@ -108,7 +115,7 @@ class KeyEntry:
 
     def stopped_at(self) -> float | None:
         """When the key stopped being accepted (for the admin's explanations)."""
-        return self.revoked_at or self.retired_at or self.grace_until
+        return stopped_at(self.grace_until, self.retired_at, self.revoked_at)
 
     def private_key(self) -> RSAKey | None:
         """The service key's private JWK, loaded once (RSA keys are slow to load)."""
@@ -153,13 +160,27 @@ class Snapshot:
     def usable(self, kind: str, now: float) -> list[KeyEntry]:
         return [k for k in self.by_kind.get(kind, ()) if k.usable(now)]
 
+    def revocation_refusing(self, user_id: str, iat: Any, exp: Any) -> float | None:
+        """The user revocation that refuses a token of ``user_id`` (SPEC §3 step 8), or None.
+
+        ``iat`` and ``exp`` are the token's numbers (None: the claim is absent).
+        Refused: an ``iat`` before the latest revocation; without ``iat``, no
+        ``exp`` or an ``exp`` after the first revocation. The one place this
+        comparison is made: the engine, the issuer and the kept token ask here.
+        """
+        revoked_at = self.revoked_users.get(user_id)
+        if revoked_at is None:
+            return None
+        if iat is not None:
+            refused = iat < revoked_at
+        else:
+            refused = exp is None or exp > self.revoked_first.get(user_id, revoked_at)
+        return revoked_at if refused else None
+
 
 def _holds_material(key: Key, now: float) -> bool:
     """Whether the key can still verify or decrypt (its state never goes back)."""
-    if key.revoked_at is not None:
-        return False
-    end = clock.timestamp(key.retired_at) or clock.timestamp(key.grace_until)
-    return end is None or end > now
+    return key.is_usable(now)
 
 
 #: Where ``_row`` holds the key's material (encrypted secret, public key PEM).
@@ -250,13 +271,10 @@ def _build(previous: Snapshot | None = None) -> Snapshot:
             entry = _entry(key, now, entry)
         snap.by_kid[entry.kid] = entry
         snap.by_kind.setdefault(entry.kind, []).append(entry)
-        if entry.revoked_at is None:
-            for end in (entry.retired_at, entry.grace_until):
-                if end is not None and end > now:
-                    snap.rebuild_at = min(snap.rebuild_at, end)
+        if now < entry.usable_until < math.inf:  # leaves its grace later: rebuild then
+            snap.rebuild_at = min(snap.rebuild_at, entry.usable_until)
         if entry.kind != KeyKind.SERVICE_KEY and (entry.verify_key is not None or entry.unreadable):
-            end = entry.retired_at or entry.grace_until or math.inf
-            snap.verifiable_until = max(snap.verifiable_until, end)
+            snap.verifiable_until = max(snap.verifiable_until, entry.usable_until)
     if previous is not None and reused == len(snap.by_kid) == len(old):
         snap.keyset = previous.keyset
     snap.revoked_users, snap.revoked_first = _revocations()

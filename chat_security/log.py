@@ -18,12 +18,13 @@ names); the filter is there for the day a careless line would.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import logging
 import re
 import threading
 from typing import Any
+
+from .base64url import CHARACTER, decode_unpadded
 
 NAMESPACE = "chat_security"
 SENSITIVE_KEYS = frozenset({"private", "user_payload"})
@@ -34,7 +35,7 @@ REDACTED_TOKEN = "[redacted token]"
 # in the length of the text: a match may only start where a segment starts (the
 # lookbehind), and possessive quantifiers never hand back what they consumed, so
 # a failed attempt costs its own length once instead of once per retry.
-_SEGMENT = r"[A-Za-z0-9_-]"
+_SEGMENT = CHARACTER
 # Three (JWS) or five (JWE) dot-separated base64url segments.
 _COMPACT = re.compile(rf"(?<!{_SEGMENT}){_SEGMENT}{{4,}}+(?:\.{_SEGMENT}*+){{2,4}}+")
 # Any long base64url run that starts like an encoded JSON object ('{"'), even
@@ -65,7 +66,7 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
 
 def _starts_like_json(segment: str) -> bool:
     try:
-        head = base64.urlsafe_b64decode(segment[:16] + "=" * (-len(segment[:16]) % 4))
+        head = decode_unpadded(segment[:16])
     except (binascii.Error, ValueError):
         return False
     return head.lstrip()[:1] == b"{"

@@ -32,7 +32,7 @@ from .identity_types import ChatIdentity
 from .log import get_logger
 from .marks import anonymous_id_for, finish
 from .placement import missing_token_detail
-from .session import SUBJECT_SESSION_KEY
+from .session import bind_subject, bound_subject, existing_session
 
 logger = get_logger("chat_security.middleware")
 
@@ -130,37 +130,7 @@ def key_store_unavailable(exc: KeyStoreUnavailable) -> JsonResponse:
     return unavailable()
 
 
-# -- the chat session ---------------------------------------------------------------
-
-
-def _existing_session(request: HttpRequest) -> Any:
-    """The request's session if the browser brought one that exists; never creates one."""
-    session = getattr(request, "session", None)
-    if session is None or settings.SESSION_COOKIE_NAME not in request.COOKIES:
-        return None
-    session.get(SUBJECT_SESSION_KEY)  # loads it; a stale cookie leaves no session key
-    return session if session.session_key else None
-
-
-def _bound_subject(session: Any) -> str | None:
-    if session is None:
-        return None
-    subject = session.get(SUBJECT_SESSION_KEY)
-    return subject if isinstance(subject, str) else None
-
-
-def _count(outcome: str, kid: str | None = None, now: float | None = None) -> None:
-    """Count the request (and the use of ``kid``, which verified it, at ``now``).
-
-    The counters are advisory (the admin's readiness figures): never fail a request.
-    """
-    try:
-        if kid is None:
-            usage.record_traffic(outcome)
-        else:
-            usage.record_signed(kid, now)
-    except Exception:  # noqa: BLE001
-        logger.debug("chat traffic counter not recorded", exc_info=True)
+# -- the check ---------------------------------------------------------------------
 
 
 def _needs_no_database(request: HttpRequest) -> bool:
@@ -258,7 +228,7 @@ class ChatSecurityMiddleware:
             logger.error("chat request refused: a database query on the event loop")
             return unavailable()
         except TokenError as exc:
-            _count(exc.code)
+            usage.count_request(exc.code)
             logger.debug("chat request refused: %s", exc.code)
             return rejection(exc)
         except KeyUnreadable as exc:
@@ -275,17 +245,14 @@ class ChatSecurityMiddleware:
             return unavailable()
         request.chat_identity = identity  # type: ignore[attr-defined]  # this app's attribute
         if identity.anonymous:
-            _count("unsigned")
+            usage.count_request("unsigned")
         return None
 
     def identify(self, request: HttpRequest) -> ChatIdentity:
         snapshot = keyring.get_snapshot()
         now = clock.now()
         if snapshot.enabled and not snapshot.can_verify(now):
-            # SPEC §5: until a key exists, that is the one thing to fix, token or not.
-            raise TokenError(
-                "security_not_configured", "no usable signing secret or public key exists yet"
-            )
+            raise tokens.not_configured()  # SPEC §5: the one thing to fix, token or not
         token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
         if token is None:
             if snapshot.enabled:
@@ -293,9 +260,12 @@ class ChatSecurityMiddleware:
                 raise TokenError("missing_token", missing_token_detail(request.META))
             anonymous_id = anonymous_id_for(request) if app_settings.ANONYMOUS_IDS else None
             return ChatIdentity.anonymous_visitor(anonymous_id)
-        session = _existing_session(request)
-        result, now = tokens.verify_at(token, _bound_subject(session), snapshot, now)
-        if session is not None and session.get(SUBJECT_SESSION_KEY) != result.user_id:
-            session[SUBJECT_SESSION_KEY] = result.user_id
-        _count("signed", result.kid, now)  # the key's use counted with the request
+        session = (
+            existing_session(getattr(request, "session", None))
+            if settings.SESSION_COOKIE_NAME in request.COOKIES
+            else None
+        )
+        result, now = tokens.verify_at(token, bound_subject(session), snapshot, now)
+        bind_subject(session, result.user_id)
+        usage.count_request("signed", result.kid, now)  # the key's use counted with it
         return ChatIdentity.verified(result)

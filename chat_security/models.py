@@ -8,6 +8,7 @@ admin panel and the CLI both call them.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -100,17 +101,40 @@ class KeyState(models.TextChoices):
     REVOKED = "revoked", _("revoked")
 
 
+# The key-state rules, in one place: a key's rows (``Key``) and the keyring's parsed
+# entries (``keyring.KeyEntry``) both answer through these. Times are timestamps.
+
+
+def usable_until(
+    grace_until: float | None, retired_at: float | None, revoked_at: float | None
+) -> float:
+    """Until when a key verifies (active or in grace): -inf once revoked, inf with no end."""
+    if revoked_at is not None:
+        return -math.inf
+    return min((end for end in (retired_at, grace_until) if end is not None), default=math.inf)
+
+
+def usable_state(grace_until: float | None) -> str:
+    """The state of a key while it is usable: in grace once a grace end is set."""
+    return KeyState.GRACE if grace_until is not None else KeyState.ACTIVE
+
+
 def key_state(
     now: float, grace_until: float | None, retired_at: float | None, revoked_at: float | None
 ) -> str:
-    """State of a key at ``now`` (timestamps); grace ends without a scheduler."""
+    """State of a key at ``now``; grace ends without a scheduler."""
     if revoked_at is not None:
         return KeyState.REVOKED
-    if retired_at is not None and retired_at <= now:
-        return KeyState.RETIRED
-    if grace_until is not None:
-        return KeyState.GRACE if now < grace_until else KeyState.RETIRED
-    return KeyState.ACTIVE
+    if now < usable_until(grace_until, retired_at, None):
+        return usable_state(grace_until)
+    return KeyState.RETIRED
+
+
+def stopped_at(
+    grace_until: float | None, retired_at: float | None, revoked_at: float | None
+) -> float | None:
+    """When a key that is no longer usable stopped being accepted."""
+    return revoked_at or retired_at or grace_until
 
 
 def store_changed() -> None:
@@ -152,7 +176,8 @@ class KeyManager(models.Manager["Key"]):
 
     def active(self, kind: str) -> list[Key]:
         now = clock.now()
-        return [k for k in self.filter(kind=kind, revoked_at=None) if k.state(now) == "active"]
+        rows = self.filter(kind=kind, revoked_at=None)
+        return [k for k in rows if k.state(now) == KeyState.ACTIVE]
 
     def generate_secret(self, actor: str = "") -> tuple[Key, str]:
         """Create the first active secret; returns ``(key, secret)`` — the only clear copy."""
@@ -316,16 +341,23 @@ class Key(_Stamped):
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.kid}"
 
-    def state(self, now: float | None = None) -> str:
-        return key_state(
-            clock.now() if now is None else now,
+    def _times(self) -> tuple[float | None, float | None, float | None]:
+        return (
             clock.timestamp(self.grace_until),
             clock.timestamp(self.retired_at),
             clock.timestamp(self.revoked_at),
         )
 
+    def state(self, now: float | None = None) -> str:
+        return key_state(clock.now() if now is None else now, *self._times())
+
     def is_usable(self, now: float | None = None) -> bool:
-        return self.state(now) in (KeyState.ACTIVE, KeyState.GRACE)
+        """Whether the key verifies (or decrypts) at ``now``: active or in grace."""
+        return (clock.now() if now is None else now) < usable_until(*self._times())
+
+    def stopped_at(self) -> float | None:
+        """When a key that is no longer usable stopped being accepted."""
+        return stopped_at(*self._times())
 
     @property
     def masked(self) -> str:

@@ -10,7 +10,6 @@ logged, stored, or put in an error message.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
@@ -19,6 +18,7 @@ from typing import Any
 from joserfc import jwe
 from joserfc.errors import JoseError
 
+from .base64url import CHARACTER, decode_unpadded
 from .exceptions import TokenError
 from .keyring import KeyEntry, Snapshot
 from .models import KeyKind
@@ -26,7 +26,7 @@ from .models import KeyKind
 JWE_ALGORITHMS = ("RSA-OAEP-256", "A256GCM")
 MAX_PAYLOAD_CHARS = 64 * 1024
 # header . encrypted key . iv . ciphertext (may be empty) . tag
-_B64 = r"[A-Za-z0-9_-]"
+_B64 = CHARACTER
 _COMPACT_JWE = re.compile(rf"{_B64}+\.{_B64}+\.{_B64}+\.{_B64}*\.{_B64}+")
 _KNOWN_HEADERS = frozenset({"alg", "enc", "kid", "typ", "cty"})
 
@@ -41,7 +41,7 @@ def protected_header(value: str) -> dict[str, Any]:
         raise _failed("user_payload is not a compact JWE (five base64url parts)")
     segment = value.split(".", 1)[0]
     try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        raw = decode_unpadded(segment)
         header = json.loads(raw.decode("utf-8"))
     except (binascii.Error, ValueError, RecursionError) as exc:
         raise _failed("the user_payload header is not base64url JSON") from exc

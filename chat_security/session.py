@@ -120,10 +120,36 @@ def _reusable(stored: Any, owner: str) -> KeptToken | None:
     entry = snapshot.by_kid.get(kept.kid)
     if entry is None or entry.state(now) != KeyState.ACTIVE:
         return None
-    revoked_at = snapshot.revoked_users.get(kept.sub)
-    if revoked_at is not None and kept.issued_at < revoked_at:
+    if snapshot.revocation_refusing(kept.sub, kept.issued_at, kept.expires_at) is not None:
         return None
     return kept
+
+
+# -- the chat session's subject (HTTP and WebSocket alike) ------------------------------
+
+
+def existing_session(session: Any) -> Any:
+    """``session`` if the browser brought one that exists, else None; never creates one."""
+    if session is None:
+        return None
+    session.get(SUBJECT_SESSION_KEY)  # loads it; a stale cookie leaves no session key
+    return session if session.session_key else None
+
+
+def bound_subject(session: Any) -> str | None:
+    """The user id the chat session is bound to (``subject_changed``), if any."""
+    if session is None:
+        return None
+    subject = session.get(SUBJECT_SESSION_KEY)
+    return subject if isinstance(subject, str) else None
+
+
+def bind_subject(session: Any, user_id: str) -> bool:
+    """Bind the chat session to its first verified user; True if the session changed."""
+    if session is None or session.get(SUBJECT_SESSION_KEY) == user_id:
+        return False
+    session[SUBJECT_SESSION_KEY] = user_id
+    return True
 
 
 def end_chat_session(request: HttpRequest) -> bool:

@@ -88,6 +88,22 @@ def check_algorithm(header: dict[str, Any]) -> str:
     return KIND_OF_ALGORITHM[alg]
 
 
+def not_configured() -> TokenError:
+    """SPEC §5: until some key can verify, that is the one thing to fix, token or not."""
+    return TokenError(
+        "security_not_configured", "no usable signing secret or public key exists yet"
+    )
+
+
+def key_retired(entry: KeyEntry, now: float) -> TokenError:
+    """``key_retired`` for a key that no longer verifies at ``now`` (revoked or retired)."""
+    state = entry.state(now)
+    return TokenError(
+        "key_retired", f"key {entry.kid} is {state}", kid=entry.kid, state=state,
+        since=entry.stopped_at(),
+    )  # fmt: skip
+
+
 def candidate_keys(header: dict[str, Any], kind: str, snap: Snapshot, now: float) -> list[KeyEntry]:
     """Step 4: the keys that may have signed this token."""
     kid = header.get("kid")
@@ -110,13 +126,7 @@ def candidate_keys(header: dict[str, Any], kind: str, snap: Snapshot, now: float
             kid=kid,
         )
     if not entry.usable(now):
-        raise TokenError(
-            "key_retired",
-            f"key {kid} is {entry.state(now)}",
-            kid=kid,
-            state=entry.state(now),
-            since=entry.stopped_at(),
-        )
+        raise key_retired(entry, now)
     return [entry]
 
 
@@ -224,16 +234,8 @@ def check_revocation(user_id: str, claims: dict[str, Any], snap: Snapshot) -> No
     ``exp`` after the first one (or none). Times were checked to be numbers (step 6)."""
     if not snap.revoked_users:  # the usual case: nobody revoked
         return
-    revoked_at = snap.revoked_users.get(user_id)
-    if revoked_at is None:
-        return
-    iat = claims.get("iat")
-    if iat is not None:
-        refused = iat < revoked_at
-    else:
-        exp = claims.get("exp")
-        refused = exp is None or exp > snap.revoked_first.get(user_id, revoked_at)
-    if refused:
+    revoked_at = snap.revocation_refusing(user_id, claims.get("iat"), claims.get("exp"))
+    if revoked_at is not None:
         raise TokenError("token_revoked", revoked_at=revoked_at)
 
 
@@ -370,8 +372,7 @@ def issue(sub: str, claims: dict[str, Any] | None = None, ttl: float | None = No
     if key.verify_key is None:
         raise KeyUnreadable([key.kid])
     iat: float = int(now)
-    revoked_at = snap.revoked_users.get(sub)
-    if revoked_at is not None and iat < revoked_at:
+    if snap.revocation_refusing(sub, iat, None) is not None:
         # The user was revoked earlier in this very second: a whole-second iat
         # would make this fresh token look older than the revocation.
         iat = now

@@ -122,6 +122,22 @@ def record_signed(kid: str, now: float | None = None) -> None:
     _record(kid, "signed", clock.now() if now is None else now)
 
 
+def count_request(outcome: str, kid: str | None = None, now: float | None = None) -> None:
+    """Count a protected request by ``outcome``; with ``kid``, a "signed" one and that
+    key's use, at ``now``. For the HTTP and WebSocket shells.
+
+    The counters are advisory (the admin's readiness figures): this never fails
+    the request; a failure is logged at debug level.
+    """
+    try:
+        if kid is None:
+            record_traffic(outcome, now)
+        else:
+            record_signed(kid, now)
+    except Exception:  # noqa: BLE001
+        logger.debug("chat traffic counter not recorded", exc_info=True)
+
+
 def _record(kid: str | None, outcome: str | None, now: float) -> None:
     """The counting path: this thread's tally only, no lock, a few dictionary steps."""
     tally = _tally()

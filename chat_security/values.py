@@ -24,6 +24,7 @@ import phonenumbers
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
 
+from .base64url import CHARACTER
 from .conf import app_settings
 
 Ignored = list[dict[str, str]]
@@ -35,7 +36,7 @@ PHONE_INPUT_MAX = 64
 NUMBER_MAX = 2**53
 #: An anonymous visitor's cookie id (what ``marks.new_anonymous_id`` makes):
 #: the one format the middleware, the WebSocket layer and ``link_anonymous`` accept.
-ANONYMOUS_ID_RE = re.compile(r"anon-[A-Za-z0-9_-]{22}")
+ANONYMOUS_ID_RE = re.compile(rf"anon-{CHARACTER}{{22}}")
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _LOCALE = re.compile(

@@ -185,3 +185,39 @@ def test_kids_are_unique_and_fingerprints_are_sha256(clock):
     public = Key.objects.add_public_key(public_pem(rsa_key(1)))
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", public.fingerprint)  # RFC 7638, base64url
     assert len({k.kid for k in Key.objects.all()}) == Key.objects.count()
+
+
+# -- the key-state rules: one home (models), the same answers from rows and entries ----------
+
+_TIMES = (None, 100.0, 200.0)
+
+
+@pytest.mark.parametrize("grace_until", _TIMES)
+@pytest.mark.parametrize("retired_at", _TIMES)
+@pytest.mark.parametrize("revoked_at", _TIMES)
+def test_key_state_rules_agree_everywhere(grace_until, retired_at, revoked_at):
+    """``key_state``, ``usable_until`` and the keyring's entries tell one story."""
+    from chat_security import models
+    from chat_security.keyring import KeyEntry
+
+    entry = KeyEntry("k", "secret", None, 0.0, grace_until, retired_at, revoked_at)
+    for now in (50.0, 100.0, 150.0, 250.0):
+        state = models.key_state(now, grace_until, retired_at, revoked_at)
+        usable = state in (models.KeyState.ACTIVE, models.KeyState.GRACE)
+        # The rule as SPEC §2 words it: revoked never; retired once its time came;
+        # in grace until the grace end; otherwise active.
+        expected = (
+            models.KeyState.REVOKED
+            if revoked_at is not None
+            else models.KeyState.RETIRED
+            if retired_at is not None and retired_at <= now
+            else (models.KeyState.GRACE if now < grace_until else models.KeyState.RETIRED)
+            if grace_until is not None
+            else models.KeyState.ACTIVE
+        )
+        assert state == expected
+        assert entry.usable(now) is usable and entry.state(now) == state
+        if usable:
+            assert entry.usable_state(now) == state
+        else:
+            assert entry.stopped_at() == (revoked_at or retired_at or grace_until)

@@ -71,9 +71,7 @@ def _idle_note(key: Key, state: str, now: float, rotated_at: float | None) -> st
 def key_row(key: Key, now: float, rotated_at: float | None = None) -> dict[str, Any]:
     state = key.state(now)
     last = clock.timestamp(key.last_used)
-    stopped = clock.timestamp(key.revoked_at) or clock.timestamp(key.retired_at)
-    if stopped is None and state == KeyState.RETIRED:
-        stopped = clock.timestamp(key.grace_until)
+    stopped = key.stopped_at() if state in (KeyState.RETIRED, KeyState.REVOKED) else None
     return {
         "kid": key.kid,
         "kind": key.kind,

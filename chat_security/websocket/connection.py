@@ -22,7 +22,7 @@ from ..exceptions import ERROR_CODES, KeyStoreUnavailable, KeyUnreadable, TokenE
 from ..identity_types import ChatIdentity
 from ..log import get_logger
 from ..placement import query_has_token
-from ..session import SUBJECT_SESSION_KEY
+from ..session import bind_subject, bound_subject, existing_session
 from .protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_REFUSED,
@@ -39,7 +39,6 @@ from .protocol import (
     app_scope,
     identify_timeout,
     identify_token,
-    not_configured,
     one_line,
     parse_frame,
     subprotocol_token,
@@ -57,27 +56,10 @@ _FAILED: Any = object()
 _THREAD: Any = object()
 
 
-def _count(outcome: str) -> None:
-    """Traffic counters are advisory (the admin's readiness figures); never fail for them."""
-    try:
-        usage.record_traffic(outcome)
-    except Exception:  # noqa: BLE001
-        logger.debug("chat traffic counter not recorded", exc_info=True)
-
-
-def _existing_session(session: Any) -> Any:
-    """The scope's session if the browser brought one that exists; never creates one."""
-    if session is None:
-        return None
-    session.get(SUBJECT_SESSION_KEY)  # loads it; a stale cookie leaves no session key
-    return session if session.session_key else None
-
-
 def _bind(session: Any, user_id: str) -> None:
     """Bind the chat session to its first verified user, as the HTTP middleware does."""
-    if session is None or session.get(SUBJECT_SESSION_KEY) == user_id:
+    if not bind_subject(session, user_id):
         return
-    session[SUBJECT_SESSION_KEY] = user_id
     try:
         session.save()  # Channels saves nothing by itself
     except UpdateError:
@@ -166,22 +148,21 @@ class Connection:
         # merely checks this socket once more.
         snapshot = self._checking = keyring.get_snapshot()
         if snapshot.enabled and not snapshot.can_verify(clock.now()):
-            _count("security_not_configured")
-            raise not_configured()  # SPEC §5: the one thing to fix, token or not
+            usage.count_request("security_not_configured")
+            raise tokens.not_configured()  # SPEC §5: the one thing to fix, token or not
         if token is None:
             if snapshot.enabled:
                 return None
-            _count("unsigned")
+            usage.count_request("unsigned")
             return ChatIdentity.anonymous_visitor(anonymous_id(self.scope))
-        session = _existing_session(self.scope.get("session"))
-        bound = self.subject or (session.get(SUBJECT_SESSION_KEY) if session else None)
+        session = existing_session(self.scope.get("session"))
         try:
-            result = tokens.verify(token, session_subject=bound if isinstance(bound, str) else None)
+            result = tokens.verify(token, session_subject=self.subject or bound_subject(session))
         except TokenError as exc:
-            _count(exc.code)
+            usage.count_request(exc.code)
             raise
         _bind(session, result.user_id)
-        _count("signed")
+        usage.count_request("signed")
         return ChatIdentity.verified(result)
 
     def check_in_loop(self, token: str | None) -> Any:

@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import timedelta
 from typing import Any
 
 from django.http.cookie import parse_cookie
 
 from ..conf import app_settings
-from ..exceptions import TokenError
 from ..values import ANONYMOUS_ID_RE
 
 Message = dict[str, Any]
@@ -38,17 +36,13 @@ CLOSE_UNAVAILABLE = 4503
 # -- settings -----------------------------------------------------------------------
 
 
-def _seconds(value: Any, default: float) -> float:
-    try:
-        value = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    except (TypeError, ValueError):
-        return default
-    return value if value >= 0 else default
-
-
 def identify_timeout() -> float:
-    """``WEBSOCKET_IDENTIFY_TIMEOUT`` in seconds (default 10; E017 keeps it in 0–600)."""
-    return _seconds(app_settings.WEBSOCKET_IDENTIFY_TIMEOUT, DEFAULT_IDENTIFY_TIMEOUT)
+    """``WEBSOCKET_IDENTIFY_TIMEOUT`` in seconds (default 10; E017 keeps it in 0–600).
+
+    The settings façade reads the duration; a negative one (or NaN) gets the default.
+    """
+    timeout = app_settings.WEBSOCKET_IDENTIFY_TIMEOUT
+    return timeout if timeout >= 0 else DEFAULT_IDENTIFY_TIMEOUT
 
 
 def tick_seconds() -> float:
@@ -150,12 +144,6 @@ def token_times(claims: dict[str, Any], now: float) -> tuple[float | None, int |
     iat: Any = claims.get("iat")
     start = iat if type(iat) in (int, float) else now
     return exp, int(start + REFRESH_FRACTION * (exp - start))
-
-
-def not_configured() -> TokenError:
-    return TokenError(
-        "security_not_configured", "no usable signing secret or public key exists yet"
-    )
 
 
 def where(exc: BaseException) -> str:

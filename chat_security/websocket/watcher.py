@@ -23,7 +23,7 @@ from django.core.exceptions import SynchronousOnlyOperation
 from .. import clock, keyring, tokens
 from ..exceptions import KeyStoreUnavailable, TokenError
 from ..log import get_logger
-from .protocol import not_configured, tick_seconds, where
+from .protocol import tick_seconds, where
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -63,7 +63,7 @@ def recheck_tokens(
                 _check_key(snapshot, kid, now)
                 tokens.verify(token, session_subject=subject, count_use=False)
             elif snapshot.enabled and not snapshot.can_verify(now):
-                raise not_configured()
+                raise tokens.not_configured()
             elif snapshot.enabled:
                 raise TokenError("missing_token", "web chat security was switched on; identify")
             verdicts.append(None)
@@ -76,10 +76,7 @@ def _check_key(snapshot: Any, kid: str | None, now: float) -> None:
     """``key_retired`` when the key that verified the connection's token no longer can."""
     entry = snapshot.by_kid.get(kid) if kid is not None else None
     if entry is not None and not entry.usable(now):
-        state = entry.state(now)
-        raise TokenError(
-            "key_retired", f"key {kid} is {state}", kid=kid, state=state, since=entry.stopped_at()
-        )
+        raise tokens.key_retired(entry, now)
 
 
 class Watcher:
