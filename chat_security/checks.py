@@ -32,10 +32,9 @@ _MAX_DURATION = 10**9
 
 
 def _is_duration(value: Any, minimum: float = 0) -> bool:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    elif not isinstance(value, int | float) or isinstance(value, bool):
+    if not isinstance(value, timedelta | int | float) or isinstance(value, bool):
         return False
+    value = seconds(value)
     return math.isfinite(value) and minimum <= value <= _MAX_DURATION
 
 
@@ -43,132 +42,181 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value)
 
 
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _unless(ok: bool, n: int, msg: str, hint: str) -> list[Error]:
+    """No error if ``ok``, else ``chat_security.E<n>``."""
+    return [] if ok else [_error(n, msg, hint)]
+
+
+#: Settings whose durations must be at least one second (tokens need a lifetime).
+_AT_LEAST_ONE_SECOND = ("MAX_TOKEN_LIFETIME", "DEFAULT_TOKEN_TTL")
+
+
 def _setting_errors(raw: Callable[[str], Any]) -> list[Error]:
+    """Every ``CHAT_SECURITY`` value checked: one small function per concern, each
+    error at most once, in a fixed order."""
+    return [
+        *_path_errors(raw("PROTECTED_PATHS")),
+        *_token_size_errors(raw("MAX_TOKEN_BYTES")),
+        *_duration_errors(raw),
+        *_key_cache_errors(raw("KEY_CACHE_ALIAS")),
+        *_identify_timeout_errors(raw("WEBSOCKET_IDENTIFY_TIMEOUT")),
+        *_lifetime_errors(raw),
+        *_claim_rule_errors(raw),
+        *_js_variable_errors(raw("JS_VARIABLE")),
+        *_builder_errors(raw("CLAIMS_BUILDER")),
+        *_crm_errors(raw("CRM_URL_TEMPLATE")),
+        *_encryption_key_errors(raw("ENCRYPTION_KEYS")),
+        *_anonymous_id_errors(raw),
+        *_limit_errors(raw),
+    ]
+
+
+def _path_errors(paths: Any) -> list[Error]:
+    """E003: the prefixes the middleware guards."""
+    return _unless(
+        _is_str_list(paths) and all(p.startswith("/") for p in paths),
+        3,
+        "PROTECTED_PATHS must be a list of path prefixes starting with '/'.",
+        'e.g. "PROTECTED_PATHS": ["/chat/api/"]',
+    )
+
+
+def _token_size_errors(size: Any) -> list[Error]:
+    """E004: the size past which a token is refused unread."""
+    return _unless(
+        isinstance(size, int) and not isinstance(size, bool) and 256 <= size <= 1 << 20,
+        4,
+        "MAX_TOKEN_BYTES must be an integer between 256 and 1048576.",
+        "The default is 8192.",
+    )
+
+
+def _duration_errors(raw: Callable[[str], Any]) -> list[Error]:
+    """E005: every duration, in seconds or a timedelta, within its range."""
     errors = []
-    paths = raw("PROTECTED_PATHS")
-    if not _is_str_list(paths) or not all(p.startswith("/") for p in paths):
-        errors.append(
-            _error(
-                3,
-                "PROTECTED_PATHS must be a list of path prefixes starting with '/'.",
-                'e.g. "PROTECTED_PATHS": ["/chat/api/"]',
-            )
-        )
-    size = raw("MAX_TOKEN_BYTES")
-    if not (isinstance(size, int) and not isinstance(size, bool) and 256 <= size <= 1 << 20):
-        errors.append(
-            _error(
-                4,
-                "MAX_TOKEN_BYTES must be an integer between 256 and 1048576.",
-                "The default is 8192.",
-            )
-        )
     for name in sorted(DURATIONS):
-        minimum = 1 if name in ("MAX_TOKEN_LIFETIME", "DEFAULT_TOKEN_TTL") else 0
-        if not _is_duration(raw(name), minimum):
-            errors.append(
-                _error(
-                    5,
-                    f"{name} must be a number of seconds from {minimum} to {_MAX_DURATION} "
-                    "or a timedelta.",
-                    f"The default is {DEFAULTS[name]}.",
-                )
-            )
-    errors.extend(_key_cache_errors(raw("KEY_CACHE_ALIAS")))
-    timeout = raw("WEBSOCKET_IDENTIFY_TIMEOUT")
-    if _is_duration(timeout) and not 0 < seconds(timeout) <= 600:
-        errors.append(
-            _error(
-                17,
-                "WEBSOCKET_IDENTIFY_TIMEOUT must be more than 0 and at most 600 seconds.",
-                "The default is 10.",
-            )
+        minimum = 1 if name in _AT_LEAST_ONE_SECOND else 0
+        errors += _unless(
+            _is_duration(raw(name), minimum),
+            5,
+            f"{name} must be a number of seconds from {minimum} to {_MAX_DURATION} or a timedelta.",
+            f"The default is {DEFAULTS[name]}.",
         )
-    if (
-        _is_duration(raw("DEFAULT_TOKEN_TTL"), 1)
-        and _is_duration(raw("MAX_TOKEN_LIFETIME"), 1)
-        and app_settings.DEFAULT_TOKEN_TTL > app_settings.MAX_TOKEN_LIFETIME
-    ):
-        errors.append(
-            _error(
-                6,
-                "DEFAULT_TOKEN_TTL is longer than MAX_TOKEN_LIFETIME.",
-                "Tokens this app issues would be refused; shorten the TTL.",
-            )
-        )
-    if not isinstance(raw("REQUIRE_EXP"), bool):
-        errors.append(_error(7, "REQUIRE_EXP must be True or False.", "The default is True."))
+    return errors
+
+
+def _identify_timeout_errors(timeout: Any) -> list[Error]:
+    """E017: how long a WebSocket may wait for its identify message (E005 checks the type)."""
+    return _unless(
+        not _is_duration(timeout) or 0 < seconds(timeout) <= 600,
+        17,
+        "WEBSOCKET_IDENTIFY_TIMEOUT must be more than 0 and at most 600 seconds.",
+        "The default is 10.",
+    )
+
+
+def _lifetime_errors(raw: Callable[[str], Any]) -> list[Error]:
+    """E006: tokens this app issues must pass its own lifetime cap."""
+    comparable = all(_is_duration(raw(name), 1) for name in _AT_LEAST_ONE_SECOND)
+    return _unless(
+        not comparable or app_settings.DEFAULT_TOKEN_TTL <= app_settings.MAX_TOKEN_LIFETIME,
+        6,
+        "DEFAULT_TOKEN_TTL is longer than MAX_TOKEN_LIFETIME.",
+        "Tokens this app issues would be refused; shorten the TTL.",
+    )
+
+
+def _claim_rule_errors(raw: Callable[[str], Any]) -> list[Error]:
+    """E007–E009: what a token must carry and how it may be signed."""
+    errors = _unless(
+        isinstance(raw("REQUIRE_EXP"), bool),
+        7,
+        "REQUIRE_EXP must be True or False.",
+        "The default is True.",
+    )
     algs = raw("ALLOWED_ALGORITHMS")
-    if not _is_str_list(algs) or not algs or not set(algs) <= {"HS256", "RS256"}:
-        errors.append(
-            _error(
-                8,
-                "ALLOWED_ALGORITHMS must be a non-empty list drawn from 'HS256' and 'RS256'.",
-                "Other algorithms are never accepted.",
-            )
-        )
+    errors += _unless(
+        _is_str_list(algs) and bool(algs) and set(algs) <= {"HS256", "RS256"},
+        8,
+        "ALLOWED_ALGORITHMS must be a non-empty list drawn from 'HS256' and 'RS256'.",
+        "Other algorithms are never accepted.",
+    )
     for name in ("AUDIENCE", "ISSUER"):
         value = raw(name)
-        if (
-            value is not None
-            and not (isinstance(value, str) and value)
-            and not (_is_str_list(value) and value)
-        ):
-            errors.append(
-                _error(
-                    9,
-                    f"{name} must be None, a string or a list of strings.",
-                    "None disables the check.",
-                )
-            )
-    if not (isinstance(raw("JS_VARIABLE"), str) and JS_IDENTIFIER.fullmatch(raw("JS_VARIABLE"))):
-        errors.append(
-            _error(
-                10, "JS_VARIABLE must be a JavaScript identifier.", 'The default is "ConvrsUser".'
-            )
-        )
-    errors.extend(_builder_errors(raw("CLAIMS_BUILDER")))
-    crm = raw("CRM_URL_TEMPLATE")
-    if crm is not None and not (
-        isinstance(crm, str) and crm.startswith(("https://", "http://")) and "{crm_id}" in crm
-    ):
-        errors.append(
-            _error(
-                12,
-                "CRM_URL_TEMPLATE must be an http(s) URL containing {crm_id}.",
-                'e.g. "https://crm.example.com/contacts/{crm_id}"',
-            )
-        )
-    keys_ = raw("ENCRYPTION_KEYS")
-    if keys_ is not None and not (
-        _is_str_list(keys_) and keys_ and all(len(k) >= 32 for k in keys_)
-    ):
-        errors.append(
-            _error(
-                13,
-                "ENCRYPTION_KEYS must be a non-empty list of strings of at least 32 characters.",
-                "Put the newest key first and keep old ones until re-encrypted.",
-            )
-        )
-    if not isinstance(raw("ANONYMOUS_IDS"), bool):
-        errors.append(_error(14, "ANONYMOUS_IDS must be True or False.", "The default is False."))
+        errors += _unless(
+            value is None or (isinstance(value, str) and bool(value))
+            or (_is_str_list(value) and bool(value)),
+            9,
+            f"{name} must be None, a string or a list of strings.",
+            "None disables the check.",
+        )  # fmt: skip
+    return errors
+
+
+def _js_variable_errors(name: Any) -> list[Error]:
+    """E010: the variable the template tag assigns."""
+    return _unless(
+        isinstance(name, str) and bool(JS_IDENTIFIER.fullmatch(name)),
+        10,
+        "JS_VARIABLE must be a JavaScript identifier.",
+        'The default is "ConvrsUser".',
+    )
+
+
+def _crm_errors(crm: Any) -> list[Error]:
+    """E012: the Visitor Details card's CRM link."""
+    return _unless(
+        crm is None
+        or (isinstance(crm, str) and crm.startswith(("https://", "http://")) and "{crm_id}" in crm),
+        12,
+        "CRM_URL_TEMPLATE must be an http(s) URL containing {crm_id}.",
+        'e.g. "https://crm.example.com/contacts/{crm_id}"',
+    )
+
+
+def _encryption_key_errors(keys_: Any) -> list[Error]:
+    """E013: the keys that encrypt secrets at rest (W001 says when there are none)."""
+    return _unless(
+        keys_ is None or (_is_str_list(keys_) and bool(keys_) and all(len(k) >= 32 for k in keys_)),
+        13,
+        "ENCRYPTION_KEYS must be a non-empty list of strings of at least 32 characters.",
+        "Put the newest key first and keep old ones until re-encrypted.",
+    )
+
+
+def _anonymous_id_errors(raw: Callable[[str], Any]) -> list[Error]:
+    """E014: anonymous visitor ids and their cookie."""
     cookie = raw("ANONYMOUS_COOKIE_NAME")
-    if not (isinstance(cookie, str) and _COOKIE_NAME.fullmatch(cookie)):
-        errors.append(
-            _error(
-                14,
-                "ANONYMOUS_COOKIE_NAME must be a cookie name (letters, digits, '_' and '-').",
-                'The default is "chat_anonymous_id".',
-            )
-        )
+    return [
+        *_unless(
+            isinstance(raw("ANONYMOUS_IDS"), bool),
+            14,
+            "ANONYMOUS_IDS must be True or False.",
+            "The default is False.",
+        ),
+        *_unless(
+            isinstance(cookie, str) and bool(_COOKIE_NAME.fullmatch(cookie)),
+            14,
+            "ANONYMOUS_COOKIE_NAME must be a cookie name (letters, digits, '_' and '-').",
+            'The default is "chat_anonymous_id".',
+        ),
+    ]
+
+
+def _limit_errors(raw: Callable[[str], Any]) -> list[Error]:
+    """E015: the caps on identity data kept on the contact record."""
+    errors = []
     for name in ("USER_DATA_MAX_BYTES", "AGENT_DATA_MAX_ITEMS"):
-        value = raw(name)
-        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-            errors.append(
-                _error(
-                    15, f"{name} must be a positive integer.", f"The default is {DEFAULTS[name]}."
-                )
-            )
+        errors += _unless(
+            _is_positive_int(raw(name)),
+            15,
+            f"{name} must be a positive integer.",
+            f"The default is {DEFAULTS[name]}.",
+        )
     return errors
 
 

@@ -364,10 +364,6 @@ class Key(_Stamped):
         """What the admin shows of a secret after creation."""
         return f"{self.prefix}…" if self.prefix else ""
 
-    def secret_value(self) -> str:
-        """The clear secret (signing only; never shown after creation)."""
-        return keys.decrypt(self.encrypted_material)
-
     def as_status(self) -> dict[str, object]:
         """The ``status`` CLI/JSON view: never any secret material."""
         return {

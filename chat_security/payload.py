@@ -59,16 +59,9 @@ def protected_header(value: str) -> dict[str, Any]:
     return header
 
 
-def decrypt_user_payload(value: Any, snap: Snapshot, now: float) -> Any:
-    """Decrypt ``user_payload`` with a usable service key; JSON is parsed.
-
-    Plaintext that is not JSON is returned as a string.
-    """
-    return decrypt_with_key(value, snap, now)[0]
-
-
 def decrypt_with_key(value: Any, snap: Snapshot, now: float) -> tuple[Any, KeyEntry]:
-    """Like :func:`decrypt_user_payload`, also returning the service key that decrypted it.
+    """Decrypt ``user_payload`` with a usable service key: the value (JSON parsed;
+    plaintext that is not JSON as a string) and the key that decrypted it.
 
     The engine keeps that key with a remembered token: once the key stops
     being usable (its grace ends), the token must be refused again.

@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from chat_security import keys
 from chat_security.models import Key, SecurityConfig
 
 
@@ -21,6 +22,12 @@ def sign(secret: str, payload: dict[str, Any], **header: Any) -> str:
 def claims_of(token: str) -> dict[str, Any]:
     part = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def stored_secret(key: Key) -> str:
+    """The signing secret ``key`` stores, decrypted: for tests only (the package
+    hands a secret out once, from the manager method that creates it)."""
+    return keys.decrypt(key.encrypted_material)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -24,6 +24,7 @@ from chat_security import tokens, usage, views
 from chat_security.exceptions import TokenError
 from chat_security.models import AuditEntry, Key, KeyKind, RevokedUser, SecurityConfig, TrafficStat
 from tests import tokencraft as tc
+from tests.chat_helpers import stored_secret
 from tests.test_admin_permissions import BASE, REVOKED, client_for
 
 pytestmark = pytest.mark.django_db
@@ -175,7 +176,7 @@ def test_generate_shows_the_secret_once_with_a_warning(admin_client_):
     response = admin_client_.post(BASE + "secret/generate/")
     key = Key.objects.get(kind=KeyKind.SECRET)
     content = response.content.decode()
-    assert key.secret_value() in content
+    assert stored_secret(key) in content
     assert "it is shown only this once" in content
     assert "no-store" in response["Cache-Control"]
     assert "private" in response["Cache-Control"]
@@ -225,7 +226,7 @@ def test_rotate_shows_new_secret_and_until_when_the_old_one_works(admin_client_)
     response = admin_client_.post(BASE + "secret/rotate/", {"grace_hours": "5"})
     content = response.content.decode()
     new = Key.objects.filter(kind=KeyKind.SECRET).exclude(pk=old.pk).get()
-    assert new.secret_value() in content and old_secret not in content
+    assert stored_secret(new) in content and old_secret not in content
     assert f"The previous secret <code>{old.kid}</code> is still accepted until" in content
     assert "<strong>2027-01-15 13:00 UTC</strong>" in content
     assert "no-store" in response["Cache-Control"]

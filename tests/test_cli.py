@@ -21,6 +21,7 @@ from joserfc.jwk import RSAKey
 from chat_security import tokens
 from chat_security.exceptions import ERROR_CODES, HINTS
 from chat_security.models import AuditEntry, Contact, Key, RevokedUser, SecurityConfig
+from tests.chat_helpers import stored_secret
 
 from .servers import LANE_VARIABLES
 from .tokencraft import hs256, private_pem, public_pem, rsa_key, segment
@@ -247,7 +248,7 @@ def _every_code(clock, secret_pair) -> dict[str, tuple[str, ...]]:
     """For each §4 code, CLI arguments that produce it."""
     old_key, old_secret = secret_pair
     cli("rotate-secret", "--grace", "0")
-    new_secret = Key.objects.active("secret")[0].secret_value()
+    new_secret = stored_secret(Key.objects.active("secret")[0])
     revoked = tokens.issue("user-revoked")
     clock.advance(5)
     cli("revoke-user", "user-revoked")
@@ -391,7 +392,7 @@ def test_generate_secret(clock):
     data = result.json
     assert set(data) == {"kid", "secret"}
     key = Key.objects.get(kid=data["kid"])
-    assert key.secret_value() == data["secret"]
+    assert stored_secret(key) == data["secret"]
     assert key.created_by == "cli"
 
 

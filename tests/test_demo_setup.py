@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from chat_security.models import Key, KeyKind
+from tests.chat_helpers import stored_secret
 
 from .servers import LANE_VARIABLES
 
@@ -39,7 +40,7 @@ def test_demo_setup_creates_logins_and_keys_once(clock):
     assert "http://127.0.0.1:8000/" in first
     for login in ("admin-demo-2026", "alice-demo-2026", "bob-demo-2026"):
         assert login in first
-    assert secret.secret_value() not in first
+    assert stored_secret(secret) not in first
     # Each login's user id: the sub its tokens carry (issue --sub needs it, not the name).
     for user in (admin, alice, bob):
         assert re.search(rf"{user.username} +/ \S+ +user id {user.pk} ", first), first

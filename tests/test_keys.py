@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from chat_security import keys, tokens
 from chat_security.exceptions import ChatSecurityError, KeyImportError
 from chat_security.models import AuditEntry, Key
+from tests.chat_helpers import stored_secret
 
 from .tokencraft import chat_settings, hs256, rs256
 
@@ -379,5 +380,5 @@ def test_key_store_survives_encryption_key_rotation(clock):
     with chat_settings({"ENCRYPTION_KEYS": [NEW, OLD]}):
         assert tokens.verify(token).kid == key.kid
         key.refresh_from_db()
-        assert key.secret_value() == secret
+        assert stored_secret(key) == secret
         assert "PRIVATE KEY" in keys.decrypt(Key.objects.get(pk=service.pk).encrypted_material)

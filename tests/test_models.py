@@ -12,6 +12,7 @@ from django.db import connection
 from chat_security import keys, tokens, usage
 from chat_security.exceptions import KeyStateError
 from chat_security.models import AuditEntry, Key, RevokedUser, SecurityConfig
+from tests.chat_helpers import stored_secret
 
 from .tokencraft import public_pem, rsa_key
 
@@ -67,7 +68,7 @@ def test_status_and_str_never_show_a_secret(clock):
     }  # fmt: skip
     assert secret not in repr(status) and secret not in str(key)
     assert key.masked == secret[:6] + "…"
-    assert key.secret_value() == secret
+    assert stored_secret(key) == secret
 
 
 def test_generate_secret_refuses_while_an_active_one_exists(clock):

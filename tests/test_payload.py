@@ -66,7 +66,7 @@ def service_key(db):
 def decrypt(value):
     from chat_security import clock
 
-    return payload.decrypt_user_payload(value, keyring.get_snapshot(), clock.now())
+    return payload.decrypt_with_key(value, keyring.get_snapshot(), clock.now())[0]
 
 
 def failure(value) -> TokenError:

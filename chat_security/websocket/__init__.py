@@ -117,4 +117,4 @@ class ChatSecurityWebSocketMiddleware:
         if scope.get("type") != "websocket":
             await self.inner(scope, receive, send)
             return
-        await Connection(self, scope, receive, send).run()
+        await Connection(self.inner, self.max_frame_bytes, scope, receive, send).run()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -30,6 +30,7 @@ from .protocol import (
     QUERY_DETAIL,
     SUBPROTOCOL,
     UNAVAILABLE_DETAIL,
+    ASGIApp,
     Message,
     ProtocolError,
     Receive,
@@ -46,9 +47,6 @@ from .protocol import (
     where,
 )
 from .watcher import Watcher
-
-if TYPE_CHECKING:
-    from . import ChatSecurityWebSocketMiddleware
 
 logger = get_logger("chat_security.websocket")
 
@@ -88,9 +86,9 @@ def _replace_identity(target: ChatIdentity, source: ChatIdentity) -> None:
 
 class Connection:
     def __init__(
-        self, owner: ChatSecurityWebSocketMiddleware, scope: Scope, receive: Receive, send: Send
+        self, inner: ASGIApp, frame_limit: int, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        self.inner, self.frame_limit = owner.inner, owner.max_frame_bytes
+        self.inner, self.frame_limit = inner, frame_limit
         self.receive, self.send = receive, send
         subprotocols = list(scope.get("subprotocols") or ())
         self.offered = SUBPROTOCOL in subprotocols

@@ -15,7 +15,7 @@ is re-checked by that tick or the next: none can slip between two ticks.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
@@ -24,9 +24,6 @@ from .. import clock, keyring, tokens
 from ..exceptions import KeyStoreUnavailable, TokenError
 from ..log import get_logger
 from .protocol import tick_seconds, where
-
-if TYPE_CHECKING:
-    from .connection import Connection
 
 logger = get_logger("chat_security.websocket")
 
@@ -79,6 +76,26 @@ def _check_key(snapshot: Any, kid: str | None, now: float) -> None:
         raise tokens.key_retired(entry, now)
 
 
+class Watched(Protocol):
+    """What the watcher needs of an open socket (``connection.Connection`` is one).
+
+    Named here, so that the watcher depends on no connection class: the
+    connection joins the watcher, never the other way round.
+    """
+
+    closed: bool
+    token: str | None  # the token it was last verified with (None: anonymous)
+    subject: str | None  # the user id bound to the socket
+    identity: Any  # its ChatIdentity (``kid``), None until identified
+    checked_against: Any  # the key snapshot it was last verified against
+
+    async def refuse(self, exc: TokenError) -> None: ...
+
+    async def unavailable(self, log: bool = True) -> None: ...
+
+    async def on_tick(self, now: float) -> None: ...
+
+
 class Watcher:
     """One per event loop: re-checks every open connection when the key store changes."""
 
@@ -86,10 +103,10 @@ class Watcher:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.connections: set[Connection] = set()
+        self.connections: set[Watched] = set()
 
     @classmethod
-    def join(cls, connection: Connection) -> Watcher:
+    def join(cls, connection: Watched) -> Watcher:
         loop = asyncio.get_running_loop()
         watcher = cls.running.get(loop)
         if watcher is None:
@@ -130,10 +147,10 @@ class Watcher:
         for connection in self.live():
             await connection.on_tick(now)
 
-    def live(self) -> list[Connection]:
+    def live(self) -> list[Watched]:
         return [c for c in self.connections if not c.closed]
 
-    async def recheck(self, stale: list[Connection]) -> None:
+    async def recheck(self, stale: list[Watched]) -> None:
         identified = [(c, c.token, i) for c in stale if (i := c.identity) is not None]
         checked = [(c, token) for c, token, _ in identified]
         entries = [(token, c.subject, i.kid) for c, token, i in identified]

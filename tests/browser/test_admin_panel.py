@@ -18,6 +18,7 @@ from playwright.sync_api import Page, expect
 from chat_security.models import AuditEntry, Key, KeyKind, RevokedUser
 from tests import tokencraft as tc
 from tests.browser.conftest import SCREENSHOTS, save_screenshot
+from tests.chat_helpers import stored_secret
 
 PANEL = "/admin/chat_security/securityconfig/"
 REVOKED = "/admin/chat_security/revokeduser/"
@@ -90,7 +91,7 @@ def test_admin_manages_keys_and_tests_tokens(live_server, panel_page: Page):
     expect(page.locator("button.chat-copy")).to_be_visible()  # JS revealed it
     first_secret = page.input_value("#new-secret")
     first = Key.objects.get(kind=KeyKind.SECRET)
-    assert first.secret_value() == first_secret
+    assert stored_secret(first) == first_secret
     shot(page, "02-secret-generated")
     page.click("text=back to Developer – WebChat")
     expect(page.locator("#secrets")).to_contain_text(first_secret[:6] + "…")

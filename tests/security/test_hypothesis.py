@@ -44,6 +44,7 @@ from chat_security.diagnosis import diagnose
 from chat_security.exceptions import ERROR_CODES, TokenError
 from chat_security.models import AuditEntry, Key, SecurityConfig
 from chat_security.websocket import SUBPROTOCOL, ChatSecurityWebSocketMiddleware
+from tests.chat_helpers import stored_secret
 from tests.test_admin_permissions import BASE, client_for
 from tests.tokencraft import hs256, public_pem, rs256, rsa_key
 
@@ -246,7 +247,7 @@ CLAIMS = st.dictionaries(
 
 def test_engine_claims_signed_with_the_real_secret(kit, clock):
     """Any JSON payload that passes the signature reaches every later step safely."""
-    secret = next(k for k in Key.objects.filter(kind="secret") if k.is_usable()).secret_value()
+    secret = stored_secret(next(k for k in Key.objects.filter(kind="secret") if k.is_usable()))
     t = int(clock.t)
     tally: Counter = Counter()
 
