@@ -17,6 +17,8 @@ ensure_node_modules
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy -p chat_security  # type-checks the package (config: pyproject.toml)
+# The documentation site (docs/), warnings as errors: a broken link or page fails here.
+.venv/bin/sphinx-build -W --keep-going -q -b html docs build/docs
 
 # Lane 1 deselects:
 #   postgres  - races that are about PostgreSQL (tests/test_races_pg.py); they fail on SQLite.

@@ -743,7 +743,7 @@ def test_delete_anonymous_contact_deletes_its_cookie_conversation():
 
 @pytest.mark.django_db
 def test_delete_unknown_contact_returns_zero_counts():
-    """Issue 17, item 9: as the README says, counts; an erasure may be asked twice."""
+    """Issue 17, item 9: as docs/python-api.md says, counts; an erasure may be asked twice."""
     identity.contact_for(verified({"sub": "somebody", "iat": 1}))
     assert identity.delete_contact("nobody", actor="tester") == {
         "user_id": "nobody",

@@ -245,7 +245,7 @@ def test_one_usable_public_key_is_enough(clock):
 
 @pytest.mark.django_db
 def test_no_usable_key_of_the_tokens_kind(secret, clock):
-    """README, verification step 4: the fix is a key, unless the kid names a retired one."""
+    """docs/errors.md, verification step 4: the fix is a key, unless the kid names a retired one."""
     from tests.tokencraft import public_pem, rsa_key
 
     Key.objects.add_public_key(public_pem(rsa_key(1)))  # the site can still verify RS256

@@ -1,9 +1,10 @@
-"""The package as a user gets it: installed the README's ways, pasted into a new project, served.
+"""The package as a user gets it: installed the documented ways, pasted into a new project, served.
 
 Every test works in clean virtual environments outside the checkout (they
 cannot import it), with a copy of the checkout named ``chat_security`` for the
-README's ``/path/to/chat_security``, and runs the README's own recipes (read
-by ``tests/readme.py``, so the docs cannot drift from this module):
+recipes' ``/path/to/chat_security``, and runs the recipes of the README and of
+the documentation site (``docs/websocket.md``, ``docs/production.md``), read
+from the pages by ``tests/readme.py``, so the docs cannot drift from this module:
 
 - the wheel form (``install`` blocks): ``python -m build`` makes the sdist and
   the wheel, the wheel is installed with the ``channels`` extra, then
@@ -68,7 +69,7 @@ def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout
 
 
 def checkout(where: Path) -> Path:
-    """A copy of the checkout, ``where/chat_security``: the README's ``/path/to/chat_security``."""
+    """A copy of the checkout, ``where/chat_security``: the recipes' ``/path/to/chat_security``."""
     src = where / "chat_security"
     shutil.copytree(ROOT, src, ignore=IGNORED)
     return src
@@ -88,7 +89,7 @@ def clean_env(venv: Path) -> dict[str, str]:
 
 
 def bash(script: str, *, cwd: Path, env: dict[str, str], src: Path | None = None):
-    """A README block run as pasted, with the checkout's path filled in."""
+    """A recipe block run as pasted, with the checkout's path filled in."""
     if src is not None:
         script = script.replace(readme.CHECKOUT, str(src))
     return run("bash", "-euo", "pipefail", "-c", script, cwd=cwd, env=env)
@@ -104,7 +105,7 @@ def listening(port: int) -> bool:
 
 @contextlib.contextmanager
 def serving(command: str, *, cwd: Path, env: dict[str, str], log: Path) -> Iterator[int]:
-    """A README server command on a free port (for its ``80xx``); yields the port once it listens.
+    """A recipe's server command on a free port (for its ``80xx``); yields the port once it listens.
 
     ``command`` may start with the shell lines it needs (``export ...``); the
     server is its last line. It runs in a process group of its own, which is
@@ -161,7 +162,7 @@ def installed(tmp_path_factory) -> dict[str, Path]:
     src = checkout(where)
     venv = new_venv(where)
     blocks = readme.shell("install")
-    assert len(blocks) >= 2, "the README's wheel install and its ASGI server install"
+    assert len(blocks) >= 2, "the README's wheel install, docs/websocket.md's ASGI server install"
     for block in blocks:
         bash(block, cwd=where, env=clean_env(venv), src=src)
     (wheel,) = (src / "dist").glob("chat_security-*.whl")
@@ -171,7 +172,7 @@ def installed(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def project(installed, tmp_path_factory) -> dict:
-    """A fresh ``startproject mysite`` with the README's files and its ``run`` blocks applied."""
+    """A fresh ``startproject mysite`` with the recipes' files and ``run`` blocks applied."""
     venv = installed["venv"]
     env = clean_env(venv)
     python = venv / "bin" / "python"
@@ -194,7 +195,7 @@ def project(installed, tmp_path_factory) -> dict:
     key = run(*manage, "generate-encryption-key", cwd=project, env=env)
     env["CHAT_SECURITY_ENCRYPTION_KEYS"] = key.stdout.strip()
     outputs = [bash(block, cwd=project, env=env) for block in readme.shell("run")]
-    assert outputs, "the README has no ```bash run block"
+    assert outputs, "no page has a ```bash run block"
     printed = "".join(o.stdout for o in outputs)
     generated = json.loads(next(line for line in printed.splitlines() if '"secret"' in line))
     warnings = "".join(o.stderr for o in outputs)
@@ -300,7 +301,7 @@ print("FLOWS OK")
 
 
 def chat_socket(port: int, token: str):
-    """The README's ``ws/chat/``, the token as a subprotocol, as a page on the site opens it."""
+    """The recipe's ``ws/chat/``, the token as a subprotocol, as a page on the site opens it."""
     return connect(
         f"ws://127.0.0.1:{port}/ws/chat/",
         subprotocols=["chat-security", token],
@@ -335,7 +336,7 @@ def test_the_readme_serves_http_and_websockets_in_a_fresh_project(project, tmp_p
             assert ws.close_code == 4401
 
 
-#: Stands for the README's placeholder in the Production recipe.
+#: Stands for the placeholder in the Production recipe (docs/production.md).
 KEY_PLACEHOLDER = "<output of: manage.py chat_security generate-encryption-key>"
 #: The Production recipe's lines that need a PostgreSQL server, which this lane has none of.
 NEEDS_POSTGRES = (
