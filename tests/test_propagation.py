@@ -6,6 +6,7 @@ The "other worker" is a snapshot kept aside and put back (see test_store_version
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -253,7 +254,10 @@ class _Monotonic:
     """keyring's view of time.monotonic, moved by the test."""
 
     def __init__(self) -> None:
-        self.t = time.monotonic()
+        # A whole number: every step the tests take is then exact. From a fractional
+        # start, t + 59 + 1 - (t + 59) can come out below 1 near a power of two
+        # seconds of uptime, and the snapshot looked fresh a moment too long.
+        self.t = float(math.ceil(time.monotonic()))
 
     def monotonic(self) -> float:
         return self.t
