@@ -67,6 +67,11 @@ class TokenError(ChatSecurityError):
         self.facts = facts
         super().__init__(f"{code}: {self.detail}")
 
+    @property
+    def one_line(self) -> str:
+        """The detail on one line, for a 401 body or a WebSocket error frame."""
+        return " ".join(str(self.detail).split()) or ERROR_CODES[self.code]
+
 
 class KeyImportError(ChatSecurityError):
     """A pasted or uploaded key was refused; the message says why."""

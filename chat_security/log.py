@@ -22,6 +22,7 @@ import binascii
 import logging
 import re
 import threading
+import traceback
 from typing import Any
 
 from .base64url import CHARACTER, decode_unpadded
@@ -187,6 +188,12 @@ class RedactingFilter(logging.Filter):
 
 _filter = RedactingFilter()
 _lock = threading.Lock()
+
+
+def where(exc: BaseException) -> str:
+    """Where an unexpected error happened (file:line), never what it carried."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
 def in_namespace(name: str) -> bool:

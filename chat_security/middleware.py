@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import traceback
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
@@ -27,9 +26,9 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 
 from . import clock, keyring, tokens, usage
 from .conf import app_settings, register_cache
-from .exceptions import ERROR_CODES, KeyStoreUnavailable, KeyUnreadable, TokenError
+from .exceptions import KeyStoreUnavailable, KeyUnreadable, TokenError
 from .identity_types import ChatIdentity
-from .log import get_logger
+from .log import get_logger, where
 from .marks import anonymous_id_for, finish
 from .placement import missing_token_detail
 from .session import bind_subject, bound_subject, existing_session
@@ -98,8 +97,7 @@ def bearer_token(value: str | None) -> str | None:
 
 def rejection(error: TokenError) -> JsonResponse:
     """401 with the stable code (SPEC §5)."""
-    detail = " ".join(str(error.detail).split()) or ERROR_CODES[error.code]
-    response = JsonResponse({"error": error.code, "detail": detail}, status=401)
+    response = JsonResponse({"error": error.code, "detail": error.one_line}, status=401)
     if error.code == "missing_token":
         response["WWW-Authenticate"] = "Bearer"
     else:
@@ -239,9 +237,8 @@ class ChatSecurityMiddleware:
             return key_store_unavailable(exc)
         except Exception as exc:
             # Fail closed. Say where it broke, never what the token contained.
-            frames = traceback.extract_tb(exc.__traceback__)
-            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
-            logger.error("chat request refused: unexpected %s at %s", type(exc).__name__, where)
+            at = where(exc)
+            logger.error("chat request refused: unexpected %s at %s", type(exc).__name__, at)
             return unavailable()
         request.chat_identity = identity  # type: ignore[attr-defined]  # this app's attribute
         if identity.anonymous:

@@ -18,9 +18,9 @@ from django.core.exceptions import SynchronousOnlyOperation
 
 from .. import clock, keyring, tokens, usage
 from ..conf import app_settings
-from ..exceptions import ERROR_CODES, KeyStoreUnavailable, KeyUnreadable, TokenError
+from ..exceptions import KeyStoreUnavailable, KeyUnreadable, TokenError
 from ..identity_types import ChatIdentity
-from ..log import get_logger
+from ..log import get_logger, where
 from ..placement import query_has_token
 from ..session import bind_subject, bound_subject, existing_session
 from .protocol import (
@@ -40,11 +40,9 @@ from .protocol import (
     app_scope,
     identify_timeout,
     identify_token,
-    one_line,
     parse_frame,
     subprotocol_token,
     token_times,
-    where,
 )
 from .watcher import Watcher
 
@@ -364,7 +362,7 @@ class Connection:
 
     async def refuse(self, exc: TokenError) -> None:
         logger.debug("chat websocket refused: %s", exc.code)
-        await self.close(CLOSE_REFUSED, exc.code, one_line(exc.detail) or ERROR_CODES[exc.code])
+        await self.close(CLOSE_REFUSED, exc.code, exc.one_line)
 
     async def unavailable(self, log: bool = True, detail: str = UNAVAILABLE_DETAIL) -> None:
         if log:

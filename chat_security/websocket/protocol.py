@@ -7,7 +7,6 @@ and the watcher (``watcher``) apply them.
 from __future__ import annotations
 
 import json
-import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -144,13 +143,3 @@ def token_times(claims: dict[str, Any], now: float) -> tuple[float | None, int |
     iat: Any = claims.get("iat")
     start = iat if type(iat) in (int, float) else now
     return exp, int(start + REFRESH_FRACTION * (exp - start))
-
-
-def where(exc: BaseException) -> str:
-    """Where an unexpected error happened (file:line), never what it carried."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
-
-
-def one_line(text: Any) -> str:
-    return " ".join(str(text).split())

@@ -22,8 +22,8 @@ from django.core.exceptions import SynchronousOnlyOperation
 
 from .. import clock, keyring, tokens
 from ..exceptions import KeyStoreUnavailable, TokenError
-from ..log import get_logger
-from .protocol import tick_seconds, where
+from ..log import get_logger, where
+from .protocol import tick_seconds
 
 logger = get_logger("chat_security.websocket")
 
