@@ -1,6 +1,6 @@
 """System checks for ``CHAT_SECURITY`` (ids ``chat_security.E0xx`` / ``W0xx``).
 
-Ids are never reused; the README lists them all.
+Ids are never reused; docs/checks.md lists them all.
 """
 
 from __future__ import annotations
@@ -274,7 +274,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     user = getattr(settings, "CHAT_SECURITY", {})
     if not isinstance(user, dict):
         return [
-            _error(1, "CHAT_SECURITY must be a dict.", "See the settings reference in the README.")
+            _error(
+                1, "CHAT_SECURITY must be a dict.", "See the settings reference (docs/settings.md)."
+            )
         ]
     messages: list[Error | Warning] = []
     unknown = sorted(str(name) for name in set(user) - set(DEFAULTS))  # keys may be any type

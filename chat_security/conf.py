@@ -1,6 +1,6 @@
 """The ``CHAT_SECURITY`` settings, read at access time through one façade.
 
-Every key is optional; the defaults below are the documented ones (README,
+Every key is optional; the defaults below are the documented ones (docs/settings.md,
 "Settings reference"). Durations accept seconds (int/float) or a
 ``datetime.timedelta``. Values are validated by ``manage.py check``
 (``chat_security.E0xx``); the façade itself never raises on bad values.

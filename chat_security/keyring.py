@@ -81,17 +81,18 @@ class KeyEntry:
 
     kid: str
     kind: str
-    verify_key: Any  # bytes (HS256), RSAPublicKey (RS256), None (service)
+    #: bytes (HS256), RSAPublicKey (RS256), None (service); never in a repr
+    verify_key: Any = field(repr=False)
     created_at: float
     grace_until: float | None
     retired_at: float | None
     revoked_at: float | None
     #: usable, but no configured ENCRYPTION_KEYS entry decrypts its material
     unreadable: bool = False
-    _encrypted_private: str = ""
-    _private_key: RSAKey | None = None
+    _encrypted_private: str = field(default="", repr=False)
+    _private_key: RSAKey | None = field(default=None, repr=False)
     #: what the entry was made from (:func:`_row`): equal rows give the same entry
-    _row: tuple[Any, ...] = ()
+    _row: tuple[Any, ...] = field(default=(), repr=False)
     #: until when it verifies (``models.usable_until``): set from the times above
     usable_until: float = field(init=False, default=-math.inf)
 

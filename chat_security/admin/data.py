@@ -23,7 +23,7 @@ from .forms import default_grace_hours
 
 RECENT_AUDIT = 10
 RECENT_REVOKED_USERS = 5
-#: Where the README tells projects to route ``chat_security.views.jwks``.
+#: Where the documentation (docs/http.md) tells projects to route ``chat_security.views.jwks``.
 JWKS_SUGGESTED_PATH = "/.well-known/chat-security/jwks.json"
 ANCHORS: dict[str, str] = {
     KeyKind.SECRET: "secrets",
