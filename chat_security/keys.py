@@ -66,6 +66,21 @@ def encryption_materials() -> list[str]:
     return list(configured)
 
 
+#: Said where a key has just been encrypted with SECRET_KEY (the CLI and the panel):
+#: chat_security.W001 at the moment it starts to matter.
+WITHOUT_ENCRYPTION_KEYS = (
+    "warning (chat_security.W001): CHAT_SECURITY['ENCRYPTION_KEYS'] is not set, so this key "
+    "is encrypted with SECRET_KEY. Set ENCRYPTION_KEYS first (manage.py chat_security "
+    "generate-encryption-key); if you set it now, list SECRET_KEY second and run "
+    "'manage.py chat_security reencrypt', or every chat request answers 503."
+)
+
+
+def encrypted_with_secret_key_warning() -> str | None:
+    """:data:`WITHOUT_ENCRYPTION_KEYS` while ENCRYPTION_KEYS is unset, else None."""
+    return WITHOUT_ENCRYPTION_KEYS if app_settings.raw("ENCRYPTION_KEYS") is None else None
+
+
 @lru_cache(maxsize=4)
 def _fernet(materials: tuple[str, ...]) -> MultiFernet:
     return MultiFernet([Fernet(_derive_fernet_key(m)) for m in materials])

@@ -850,3 +850,17 @@ def test_revoked_users_list_is_reachable_from_the_panel(admin_client_):
     tools = tools[: tools.index("</ul>")]
     assert f'<a href="{REVOKED}">Revoked users</a>' in tools
     assert ">Full audit log</a>" in tools
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_the_panel_warns_when_a_key_is_encrypted_with_secret_key(
+    admin_client_, settings, configured
+):
+    """Issue 17, item 1: the CLI warned without ENCRYPTION_KEYS, the panel did not."""
+    settings.CHAT_SECURITY = {
+        k: v for k, v in settings.CHAT_SECURITY.items() if configured or k != "ENCRYPTION_KEYS"
+    }
+    page = admin_client_.post(BASE + "secret/generate/").content.decode()
+    service = admin_client_.post(BASE + "service-key/generate/", {"grace_hours": "0"}, follow=True)
+    for text in (page, service.content.decode()):
+        assert ("Set ENCRYPTION_KEYS first" in text) is not configured

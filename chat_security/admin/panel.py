@@ -229,6 +229,7 @@ class DeveloperPanelMixin:
                 for old in previous
             ],
         )
+        _warn_without_encryption_keys(request)
         response = TemplateResponse(request, "admin/chat_security/new_secret.html", ctx)
         add_never_cache_headers(response)
         patch_cache_control(response, no_store=True, private=True)
@@ -311,6 +312,7 @@ class DeveloperPanelMixin:
         before = [k.pk for k in Key.objects.active(KeyKind.SERVICE_KEY)]
         grace = form.cleaned_data["grace_hours"] * 3600
         key = Key.objects.generate_service_keypair(_actor(request), grace)
+        _warn_without_encryption_keys(request)
         message = _("Service key pair %s generated.") % key.kid
         for old in Key.objects.filter(pk__in=before):
             if old.is_usable() and old.grace_until is not None:
@@ -362,3 +364,10 @@ class DeveloperPanelMixin:
             diagnosis = diagnose(form.cleaned_data["token"])
             AuditEntry.record(_actor(request), "test_token", detail=diagnosis.outcome)
         return self.render_panel(request, test_form=form, diagnosis=diagnosis)
+
+
+def _warn_without_encryption_keys(request: HttpRequest) -> None:
+    """The CLI's W001 warning, where the panel has just encrypted a key with SECRET_KEY."""
+    warning = keys.encrypted_with_secret_key_warning()
+    if warning:
+        messages.warning(request, warning)

@@ -16,18 +16,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from chat_security import checks, diagnosis, identity, keys, tokens, usage
-from chat_security.conf import MAX_GRACE_HOURS, app_settings
+from chat_security.conf import MAX_GRACE_HOURS
 from chat_security.exceptions import ChatSecurityError, TokenError
 from chat_security.models import Key, RevokedUser, SecurityConfig
 
 ACTOR = "cli"
 MAX_INPUT = 1 << 20
-WITHOUT_ENCRYPTION_KEYS = (
-    "warning (chat_security.W001): CHAT_SECURITY['ENCRYPTION_KEYS'] is not set, so this key "
-    "is encrypted with SECRET_KEY. Set ENCRYPTION_KEYS first (manage.py chat_security "
-    "generate-encryption-key); if you set it now, list SECRET_KEY second and run "
-    "'manage.py chat_security reencrypt', or every chat request answers 503."
-)
+WITHOUT_ENCRYPTION_KEYS = keys.WITHOUT_ENCRYPTION_KEYS
 
 
 #: Claims ``issue`` sets itself, and the option that sets each.
@@ -252,8 +247,9 @@ class Command(BaseCommand):
 
     def _warn_without_encryption_keys(self) -> None:
         """W001 at the moment it starts to matter: a key was just encrypted with SECRET_KEY."""
-        if app_settings.raw("ENCRYPTION_KEYS") is None:
-            self.stderr.write(WITHOUT_ENCRYPTION_KEYS)
+        warning = keys.encrypted_with_secret_key_warning()
+        if warning:
+            self.stderr.write(warning)
 
     def do_add_public_key(self, options: dict[str, Any]) -> None:
         path = options["file"]
