@@ -4,7 +4,8 @@ Counting is on every verified request's path, so it takes no lock and
 touches nothing another thread writes. Each thread has its own
 :class:`_Tally`, which only that thread writes and whose counts only grow.
 A flush (any thread, at most every ``USAGE_FLUSH_SECONDS``, and at exit)
-copies every tally (``dict(d)`` is one step under the GIL), writes what
+copies every tally (``dict(d)`` is one consistent step: under the GIL, and on
+free-threaded CPython under the dict's own per-object lock), writes what
 grew since the last successful flush, and only then records the copy as
 written. A failed or deferred flush therefore loses nothing, and no count
 is written twice.
