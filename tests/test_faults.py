@@ -297,6 +297,32 @@ def test_cache_outage_answers_stay_right_and_changes_arrive_by_polling(tmp_path)
     assert max(taken.values()) <= bound
 
 
+def test_a_writer_that_cannot_reach_redis_still_reaches_every_worker_within_the_bound(tmp_path):
+    """Issue 16 (found by tests/test_model.py): the workers read Redis, the writer cannot.
+
+    The CLI's revocation commits but cannot be announced (its cache URL leads
+    nowhere, as in a partition between it and Redis). With the old change
+    counter, workers that still read an unchanged counter in Redis trusted it
+    for the 30 s database backstop; a voucher is trusted for half an interval
+    only, so the change is in force on every worker within KEY_CACHE_SECONDS.
+    """
+    env = process_env("tests.worker_settings", tmp_path / "db.sqlite3")
+    redis_port = free_port()
+    env["CHAT_SECURITY_TEST_REDIS_CACHE"] = f"redis://127.0.0.1:{redis_port}/0"
+    manage(env, "migrate", "--noinput", "-v0")
+    partitioned = {**env, "CHAT_SECURITY_TEST_REDIS_CACHE": f"redis://127.0.0.1:{free_port()}/0"}
+    with private_redis(redis_port), serving(env, *GUNICORN) as port:
+        base = f"http://127.0.0.1:{port}"
+        tokens = make_tokens(env)
+        for _ in range(4 * WORKERS):
+            assert ask(base, tokens["valid"])[:2] == (200, None)
+        assert voucher_in(redis_port)
+        manage(partitioned, "chat_security", "revoke-user", "alice")
+        taken = until_all_obey(base, tokens["valid"], (401, "token_revoked"))
+    print(f"{lane()}: seconds until every worker refused, the writer partitioned: {taken:.2f}")
+    assert taken <= 1.0 + 1.0  # KEY_CACHE_SECONDS + one interval
+
+
 # -- The demo: its chat API, agent page, pages and sockets (issue 16, item 9) -------------
 
 
