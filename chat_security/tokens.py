@@ -10,6 +10,7 @@ tokens) is ``verified``. Nothing in this module logs token contents.
 from __future__ import annotations
 
 import hmac
+import json
 import math
 from collections.abc import Callable
 from functools import lru_cache
@@ -390,17 +391,11 @@ def issue(sub: str, claims: dict[str, Any] | None = None, ttl: float | None = No
     return token
 
 
-@lru_cache(maxsize=1)
-def _standard_json() -> Any:
-    """A JSONEncoder for JSON as the verifier reads it: NaN and Infinity refused
-    (``json`` writes them by default). Only issuing encodes JSON, hence imported here."""
-    from json import JSONEncoder
+class _StandardJSON(json.JSONEncoder):
+    """JSON as the verifier reads it: NaN and Infinity refused (``json`` writes them)."""
 
-    class StandardJSON(JSONEncoder):
-        def __init__(self, **options: Any) -> None:
-            super().__init__(**{**options, "allow_nan": False})
-
-    return StandardJSON
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**{**options, "allow_nan": False})
 
 
 #: What PyJWT and ``json`` raise for a value they cannot sign: a datetime, a set,
@@ -411,7 +406,7 @@ _UNSIGNABLE = (TypeError, ValueError, RecursionError)
 def _encode(payload: dict[str, Any], key: KeyEntry) -> str:
     return jwt.encode(
         payload, key.verify_key, algorithm="HS256", headers={"kid": key.kid},
-        json_encoder=_standard_json(),
+        json_encoder=_StandardJSON,
     )  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 from typing import Any
 
@@ -71,3 +72,17 @@ def bob(db, django_user_model):
 def chat_settings(**overrides: Any) -> override_settings:
     """``override_settings`` for some CHAT_SECURITY keys, keeping the others."""
     return override_settings(CHAT_SECURITY={**settings.CHAT_SECURITY, **overrides})
+
+
+#: CLAIMS_BUILDERs whose claims the engine cannot sign or would itself refuse
+#: (the tag must still render the page; the token endpoint answers 503, never 500).
+REFUSED_BUILDERS: dict[str, Any] = {
+    "datetime": lambda user: {
+        "sub": str(user.pk),
+        "member_since": datetime.datetime(2031, 5, 17, 9, 30, tzinfo=datetime.UTC),
+    },
+    "iss-not-a-string": lambda user: {"sub": str(user.pk), "iss": 2031},
+    "nbf-not-a-number": lambda user: {"sub": str(user.pk), "nbf": "2031-05-17"},
+    "nbf-in-the-future": lambda user: {"sub": str(user.pk), "nbf": 2031 * 10**6},
+    "not-a-dict": lambda user: None,
+}

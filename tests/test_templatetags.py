@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import datetime
 import logging
 import re
 
@@ -15,7 +14,7 @@ from chat_security import tokens
 from chat_security.marks import NEW_ANONYMOUS_ID, PRIVATE_FLAG
 from chat_security.templatetags.chat_security import script_string
 from tests import chat_helpers
-from tests.chat_helpers import chat_settings, security_off
+from tests.chat_helpers import REFUSED_BUILDERS, chat_settings, security_off
 
 pytestmark = pytest.mark.urls("tests.chat_urls")
 secret, alice, bob = chat_helpers.secret, chat_helpers.alice, chat_helpers.bob
@@ -111,17 +110,6 @@ def test_without_request_in_context_nothing_is_written():
 @pytest.mark.django_db
 def test_without_an_active_secret_the_page_still_renders(alice):
     assert render("before{% chat_identity_token %}after", request_for(alice)) == "beforeafter"
-
-
-WHEN = datetime.datetime(2031, 5, 17, 9, 30, tzinfo=datetime.UTC)
-
-#: CLAIMS_BUILDERs whose claims the engine cannot sign or would itself refuse.
-REFUSED_BUILDERS = {
-    "datetime": lambda user: {"sub": str(user.pk), "member_since": WHEN},
-    "iss-not-a-string": lambda user: {"sub": str(user.pk), "iss": 2031},
-    "nbf-in-the-future": lambda user: {"sub": str(user.pk), "nbf": 2031 * 10**6},
-    "not-a-dict": lambda user: None,
-}
 
 
 @pytest.mark.django_db

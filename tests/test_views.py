@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import datetime
 import logging
 
 import pytest
@@ -10,7 +9,7 @@ from chat_security import keyring, tokens
 from chat_security.exceptions import KeyStoreUnavailable
 from chat_security.models import Key
 from tests import chat_helpers
-from tests.chat_helpers import chat_settings
+from tests.chat_helpers import REFUSED_BUILDERS, chat_settings
 
 pytestmark = pytest.mark.urls("tests.chat_urls")
 secret, alice = chat_helpers.secret, chat_helpers.alice
@@ -95,17 +94,6 @@ def test_no_active_secret_is_the_middlewares_401(alice):
         )
     assert "signing secret" in response.json()["detail"]
     assert response["Cache-Control"] == "private, no-store"
-
-
-WHEN = datetime.datetime(2031, 5, 17, 9, 30, tzinfo=datetime.UTC)
-
-#: CLAIMS_BUILDERs whose claims the engine cannot sign or would itself refuse.
-REFUSED_BUILDERS = {
-    "datetime": lambda user: {"sub": str(user.pk), "member_since": WHEN},
-    "iss-not-a-string": lambda user: {"sub": str(user.pk), "iss": 2031},
-    "nbf-not-a-number": lambda user: {"sub": str(user.pk), "nbf": "2031-05-17"},
-    "not-a-dict": lambda user: None,
-}
 
 
 @pytest.mark.django_db
