@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import inspect
+
 import pytest
 
 from chat_security import conf
@@ -22,6 +25,40 @@ def _empty_cache():
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _sockets_end_with_their_test(request):
+    """An async test's sockets end with it (see ``sockets_settle``)."""
+    if inspect.iscoroutinefunction(getattr(request, "function", None)):
+        request.getfixturevalue("sockets_settle")
+
+
+@pytest.fixture
+async def sockets_settle():
+    """Each async test gets its own channel layer and leaves no watcher at work.
+
+    Its event loop is closed after it. A channel layer kept from an earlier test
+    (channels_redis) may still hold a receive lock bound to that test's loop; and
+    a watcher cancelled while a re-check runs in the database thread would still
+    be querying when pytest-django flushes the database. So: a fresh layer for the
+    test (Channels resets its layers when CHANNEL_LAYERS changes), and, after it,
+    the watcher stopped and the database thread idle.
+    """
+    from channels.db import database_sync_to_async
+    from django.conf import settings
+    from django.test import override_settings
+
+    from chat_security.websocket.watcher import Watcher
+
+    with override_settings(CHANNEL_LAYERS=settings.CHANNEL_LAYERS):
+        yield
+        watcher = Watcher.running.get(asyncio.get_running_loop())
+        if watcher is not None and watcher.task is not None:
+            watcher.connections.clear()
+            watcher.task.cancel()
+            await asyncio.gather(watcher.task, return_exceptions=True)
+        await database_sync_to_async(lambda: None)()  # queued behind any call in flight
 
 
 @pytest.fixture(scope="session")

@@ -104,6 +104,7 @@ class Watcher:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.connections: set[Watched] = set()
+        self.task: asyncio.Task[None] | None = None
 
     @classmethod
     def join(cls, connection: Watched) -> Watcher:
@@ -111,7 +112,7 @@ class Watcher:
         watcher = cls.running.get(loop)
         if watcher is None:
             watcher = cls.running[loop] = cls(loop)
-            loop.create_task(watcher.run(), name="chat_security websocket watcher")
+            watcher.task = loop.create_task(watcher.run(), name="chat_security websocket watcher")
         watcher.connections.add(connection)
         return watcher
 
