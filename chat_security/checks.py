@@ -140,9 +140,9 @@ def _claim_rule_errors(raw: Callable[[str], Any]) -> list[Error]:
     )
     algs = raw("ALLOWED_ALGORITHMS")
     errors += _unless(
-        _is_str_list(algs) and bool(algs) and set(algs) <= {"HS256", "RS256"},
+        _is_str_list(algs) and bool(algs) and set(algs) <= {"HS256", "RS256", "ES256"},
         8,
-        "ALLOWED_ALGORITHMS must be a non-empty list drawn from 'HS256' and 'RS256'.",
+        "ALLOWED_ALGORITHMS must be a non-empty list drawn from 'HS256', 'RS256' and 'ES256'.",
         "Other algorithms are never accepted.",
     )
     for name in ("AUDIENCE", "ISSUER"):
@@ -455,10 +455,12 @@ def check_deploy_key_store(
         return []  # Django's rule: no query unless --database names the database
     from django.db import DatabaseError
 
-    from .models import Key, KeyKind, SecurityConfig
+    from .integrations import DEFAULT_INTEGRATION
+    from .models import Integration, Key, KeyKind
 
     try:
-        config = SecurityConfig.objects.filter(pk=1).values_list("enabled", flat=True).first()
+        default = Integration.objects.filter(name=DEFAULT_INTEGRATION)
+        config = default.values_list("enabled", flat=True).first()
         usable = [
             k for kind in (KeyKind.SECRET, KeyKind.PUBLIC_KEY) for k in Key.objects.usable(kind)
         ]

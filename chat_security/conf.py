@@ -31,8 +31,10 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_TOKEN_TTL": 3600,
     # How long a rotated-out secret or service key keeps working, seconds.
     "GRACE_PERIOD": 48 * 3600,
-    # Accepted JWS algorithms: HS256 (signing secrets), RS256 (public keys).
-    "ALLOWED_ALGORITHMS": ["HS256", "RS256"],
+    # Accepted JWS algorithms: HS256 (signing secrets), RS256 (public keys and
+    # RSA signing key pairs), ES256 (EC signing key pairs). A key's type pins its
+    # algorithm, so ES256 verifies nothing until an ES256 signing key exists.
+    "ALLOWED_ALGORITHMS": ["HS256", "RS256", "ES256"],
     # Required "aud" / "iss" values; None disables the check.
     "AUDIENCE": None,
     "ISSUER": None,

@@ -22,6 +22,7 @@ ERROR_CODES: dict[str, str] = {
     "subject_changed": "This chat session started with another user id.",
     "token_revoked": "Tokens for this user were revoked after this token was issued.",
     "payload_decryption_failed": "The encrypted user_payload cannot be decrypted.",
+    "unknown_issuer": "Several integrations serve here and the token's iss names none of them.",
 }
 
 #: what to do about each code; the admin's token tester adds the facts.
@@ -45,6 +46,8 @@ HINTS: dict[str, str] = {
     "token_revoked": "Issue a new token for this user.",
     "payload_decryption_failed": "Encrypt user_payload to the current service public key "
     "(RSA-OAEP-256 + A256GCM).",
+    "unknown_issuer": "Put the iss of the integration this token is for in the token (the "
+    "admin panel shows each integration's issuer).",
 }
 
 

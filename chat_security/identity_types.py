@@ -58,6 +58,16 @@ class ChatIdentity:
         return self._claims
 
     @property
+    def integration(self) -> str:
+        """The integration whose keys and rules accepted the token (SPEC §13)."""
+        return self._result.integration if self._result is not None else "default"
+
+    @property
+    def user_space(self) -> str:
+        """The user space ``user_id`` belongs to: contacts and revocations are kept per space."""
+        return self._result.user_space if self._result is not None else "default"
+
+    @property
     def private(self) -> Any:
         """The decrypted ``user_payload``, if the token carried one."""
         return self._result.private if self._result is not None else self._private

@@ -41,10 +41,13 @@ from joserfc.jwk import RSAKey
 from . import clock, keys, propagation, usage
 from .conf import register_cache
 from .exceptions import ChatSecurityError, KeyStoreUnavailable, KeyUnreadable
+from .integrations import DEFAULT_INTEGRATION, DEFAULT_USER_SPACE, accepted
 from .log import get_logger
 from .models import (
+    Integration,
     Key,
     KeyKind,
+    KeyState,
     RevokedUser,
     SecurityConfig,
     key_state,
@@ -72,7 +75,14 @@ MAX_SNAPSHOT_AGE = 60.0
 IN_LOOP_MARGIN = 0.1
 IN_LOOP_MAX_TOKEN = 1024
 
-KIND_OF_ALGORITHM = {"HS256": KeyKind.SECRET, "RS256": KeyKind.PUBLIC_KEY}
+#: The kinds of key that verify each algorithm (a key's ``alg`` pins it to one).
+KINDS_OF_ALGORITHM = {
+    "HS256": (KeyKind.SECRET,),
+    "RS256": (KeyKind.PUBLIC_KEY, KeyKind.SIGNING_KEY),
+    "ES256": (KeyKind.SIGNING_KEY,),
+}
+#: The kind a token's alg asks for first (what the explanations name).
+KIND_OF_ALGORITHM = {alg: kinds[0] for alg, kinds in KINDS_OF_ALGORITHM.items()}
 
 
 @dataclass(eq=False)
@@ -81,7 +91,7 @@ class KeyEntry:
 
     kid: str
     kind: str
-    #: bytes (HS256), RSAPublicKey (RS256), None (service); never in a repr
+    #: bytes (HS256), a cryptography public key (RS256, ES256), None (service); never in a repr
     verify_key: Any = field(repr=False)
     created_at: float
     grace_until: float | None
@@ -89,6 +99,11 @@ class KeyEntry:
     revoked_at: float | None
     #: usable, but no configured ENCRYPTION_KEYS entry decrypts its material
     unreadable: bool = False
+    #: the algorithm it verifies (or decrypts) with, and the integration it belongs to
+    alg: str = ""
+    integration: str = DEFAULT_INTEGRATION
+    #: a signing key pair published before it signs: verifies, never signs
+    staged: bool = False
     _encrypted_private: str = field(default="", repr=False)
     _private_key: RSAKey | None = field(default=None, repr=False)
     #: what the entry was made from (:func:`_row`): equal rows give the same entry
@@ -100,22 +115,30 @@ class KeyEntry:
         # usable(now) is on every request's path: one comparison, its bound worked
         # out once by the models' key-state rules.
         self.usable_until = usable_until(self.grace_until, self.retired_at, self.revoked_at)
-        self._usable_state = usable_state(self.grace_until)
+        self._usable_state = KeyState.STAGED if self.staged else usable_state(self.grace_until)
 
     def state(self, now: float) -> str:
-        return key_state(now, self.grace_until, self.retired_at, self.revoked_at)
+        state = key_state(now, self.grace_until, self.retired_at, self.revoked_at)
+        return KeyState.STAGED if self.staged and state == KeyState.ACTIVE else state
 
     def usable(self, now: float) -> bool:
         """Whether the key verifies at ``now``: its state is active or in grace."""
         return now < self.usable_until
 
     def usable_state(self, now: float) -> str:
-        """``state(now)`` of a key known to be usable at ``now`` (active or grace)."""
+        """``state(now)`` of a key known to be usable at ``now`` (active, grace, staged)."""
         return self._usable_state
 
     def stopped_at(self) -> float | None:
         """When the key stopped being accepted (for the admin's explanations)."""
         return stopped_at(self.grace_until, self.retired_at, self.revoked_at)
+
+    def signing_pem(self) -> str:
+        """A signing key pair's private PEM (decrypted on each call: issuing is rare)."""
+        try:
+            return keys.decrypt(self._encrypted_private)
+        except ChatSecurityError as exc:
+            raise KeyUnreadable([self.kid]) from exc
 
     def private_key(self) -> RSAKey | None:
         """The service key's private JWK, loaded once (RSA keys are slow to load)."""
@@ -128,17 +151,59 @@ class KeyEntry:
         return self._private_key
 
 
+@dataclass(eq=False)
+class IntegrationEntry:
+    """One integration, parsed for the engine (a snapshot holds one per row)."""
+
+    name: str
+    #: the iss values it accepts; None: no issuer check (and none picks it by iss)
+    issuers: tuple[str, ...] | None
+    #: the aud values of which one must be in the token's aud; None: no check
+    audiences: tuple[str, ...] | None
+    enabled: bool
+    paths: tuple[str, ...]
+    user_space: str
+    #: alg -> the keys that verify it, and kind -> its keys (newest first)
+    by_alg: dict[str, list[KeyEntry]] = field(default_factory=dict)
+    #: until when some key of it can verify a token (-inf: none can)
+    verifiable_until: float = float("-inf")
+    #: what it was made from: equal rows give interchangeable entries
+    row: tuple[Any, ...] = ()
+
+    def can_verify(self, now: float) -> bool:
+        return now < self.verifiable_until
+
+    @property
+    def issuer(self) -> str | None:
+        """The ``iss`` it puts in the tokens it issues (the first accepted one)."""
+        return self.issuers[0] if self.issuers else None
+
+    @property
+    def audience(self) -> str | None:
+        return self.audiences[0] if self.audiences else None
+
+
 @dataclass
 class Snapshot:
     version: int
+    #: the ``default`` integration's switch (``integrations`` holds every one's)
     enabled: bool
+    #: every key of every integration (kids are unique across them)
     by_kid: dict[str, KeyEntry] = field(default_factory=dict)
+    #: the ``default`` integration's keys by kind (``integrations`` holds every one's)
     by_kind: dict[str, list[KeyEntry]] = field(default_factory=dict)
-    #: user id -> its latest revocation (tokens with an older iat are refused)
+    #: name -> integration, parsed (SPEC §13)
+    integrations: dict[str, IntegrationEntry] = field(default_factory=dict)
+    #: path prefix -> the integrations serving it, longest prefix first
+    paths: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: user id -> its latest revocation in the default user space (tokens with
+    #: an older iat are refused)
     revoked_users: dict[str, float] = field(default_factory=dict)
     #: user id -> its first revocation, where earlier than the latest (tokens
     #: without iat that expire after it are refused); see :func:`_revocations`
     revoked_first: dict[str, float] = field(default_factory=dict)
+    #: the other user spaces: space -> (latest, first) as the two above
+    other_spaces: dict[str, tuple[dict[str, float], dict[str, float]]] = field(default_factory=dict)
     #: the next moment a key leaves its grace period: rebuild then
     rebuild_at: float = math.inf
     #: how often the store is checked while this snapshot is current
@@ -154,27 +219,55 @@ class Snapshot:
     keyset: object = field(default_factory=object)
 
     def can_verify(self, now: float) -> bool:
-        """Whether any key could verify a token at ``now`` (service keys only decrypt)."""
+        """Whether a ``default`` key could verify a token at ``now`` (service keys only decrypt)."""
         return now < self.verifiable_until
 
-    def usable(self, kind: str, now: float) -> list[KeyEntry]:
-        return [k for k in self.by_kind.get(kind, ()) if k.usable(now)]
+    def usable(
+        self, kind: str, now: float, integration: str = DEFAULT_INTEGRATION
+    ) -> list[KeyEntry]:
+        """The keys of ``kind`` of one integration that verify (or decrypt) at ``now``."""
+        if integration == DEFAULT_INTEGRATION:
+            rows: Any = self.by_kind.get(kind, ())
+        else:
+            entry = self.integrations.get(integration)
+            rows = entry.by_alg.get(kind, ()) if entry is not None else ()
+        return [k for k in rows if k.usable(now)]
 
-    def revocation_refusing(self, user_id: str, iat: Any, exp: Any) -> float | None:
+    def integration(self, name: str = DEFAULT_INTEGRATION) -> IntegrationEntry | None:
+        return self.integrations.get(name)
+
+    def serving(self, path: str) -> tuple[str, ...]:
+        """The integrations that guard ``path`` (empty: an unguarded path)."""
+        for prefix, names in self.paths:
+            if path.startswith(prefix):
+                return names
+        return ()
+
+    def has_revocations(self) -> bool:
+        return bool(self.revoked_users or self.other_spaces)
+
+    def revocation_refusing(
+        self, user_id: str, iat: Any, exp: Any, user_space: str = DEFAULT_USER_SPACE
+    ) -> float | None:
         """The user revocation that refuses a token of ``user_id`` (SPEC §3 step 8), or None.
 
         ``iat`` and ``exp`` are the token's numbers (None: the claim is absent).
         Refused: an ``iat`` before the latest revocation; without ``iat``, no
         ``exp`` or an ``exp`` after the first revocation. The one place this
         comparison is made: the engine, the issuer and the kept token ask here.
+        Revocations are per user space (SPEC §13): another space's are never asked.
         """
-        revoked_at = self.revoked_users.get(user_id)
+        if user_space == DEFAULT_USER_SPACE:
+            latest, first = self.revoked_users, self.revoked_first
+        else:
+            latest, first = self.other_spaces.get(user_space, ({}, {}))
+        revoked_at = latest.get(user_id)
         if revoked_at is None:
             return None
         if iat is not None:
             refused = iat < revoked_at
         else:
-            refused = exp is None or exp > self.revoked_first.get(user_id, revoked_at)
+            refused = exp is None or exp > first.get(user_id, revoked_at)
         return revoked_at if refused else None
 
 
@@ -184,13 +277,16 @@ def _holds_material(key: Key, now: float) -> bool:
 
 
 #: Where ``_row`` holds the key's material (encrypted secret, public key PEM).
-_MATERIAL = slice(5, 7)
+_MATERIAL = slice(8, 10)
 
 
 def _row(key: Key, now: float) -> tuple[Any, ...]:
     """Everything an entry is made of: two equal rows make interchangeable entries."""
     return (
         key.kind,
+        key.alg,
+        key.integration_id,
+        key.staged,
         key.created_at,
         key.grace_until,
         key.retired_at,
@@ -211,10 +307,15 @@ def _entry(key: Key, now: float, before: KeyEntry | None = None) -> KeyEntry:
         grace_until=clock.timestamp(key.grace_until),
         retired_at=clock.timestamp(key.retired_at),
         revoked_at=clock.timestamp(key.revoked_at),
+        alg=key.alg,
+        integration=key.integration.name,
+        staged=key.staged,
         _row=_row(key, now),
     )
     if not _holds_material(key, now):
         return entry
+    if key.kind == KeyKind.SIGNING_KEY:
+        entry._encrypted_private = key.encrypted_material  # decrypted only to sign
     if key.kind == KeyKind.SERVICE_KEY:
         entry._encrypted_private = key.encrypted_material
         if before is not None and before._encrypted_private == key.encrypted_material:
@@ -242,6 +343,8 @@ def _entry(key: Key, now: float, before: KeyEntry | None = None) -> KeyEntry:
 def _verify_key(key: Key) -> Any:
     if key.kind == KeyKind.SECRET:
         return keys.decrypt(key.encrypted_material).encode("utf-8")
+    if key.kind == KeyKind.SIGNING_KEY:
+        return keys.load_verify_pem(key.public_pem, key.alg)
     return keys.load_public_pem(key.public_pem)
 
 
@@ -249,40 +352,116 @@ def _build(previous: Snapshot | None = None) -> Snapshot:
     """Read the store into a new snapshot.
 
     Key entries of ``previous`` whose rows did not change are reused as they
-    are: no secret is decrypted and no PEM parsed again, and when no key
-    changed at all the new snapshot keeps ``previous.keyset`` (so a
-    ``revoke-user`` costs every worker three small queries, not a rebuild).
+    are: no secret is decrypted and no PEM parsed again, and when no key and
+    no integration changed at all the new snapshot keeps ``previous.keyset``
+    (so a ``revoke-user`` costs every worker four small queries, not a rebuild).
     """
     # The version is read before the keys: a change committed in between makes
     # the snapshot newer than its version, so the next check rebuilds it again.
-    config = SecurityConfig.objects.filter(pk=1).values("enabled", "version").first()
-    snap = Snapshot(
-        version=config["version"] if config else 0,
-        enabled=config["enabled"] if config else True,
-    )
+    config = SecurityConfig.objects.filter(pk=1).values("version").first()
+    integrations = _integrations()
+    default = integrations[DEFAULT_INTEGRATION]
+    snap = Snapshot(version=config["version"] if config else 0, enabled=default.enabled)
+    snap.integrations = integrations
     now = clock.now()
     old = previous.by_kid if previous is not None else {}
     reused = 0
-    for key in Key.objects.order_by("-created_at"):
+    for key in Key.objects.select_related("integration").order_by("-created_at"):
         entry = old.get(key.kid)
         if entry is not None and entry._row == _row(key, now):
             reused += 1
         else:
             entry = _entry(key, now, entry)
         snap.by_kid[entry.kid] = entry
-        snap.by_kind.setdefault(entry.kind, []).append(entry)
+        owner = integrations[key.integration.name]
+        owner.by_alg.setdefault(entry.kind, []).append(entry)
+        if entry.kind != KeyKind.SERVICE_KEY:
+            owner.by_alg.setdefault(entry.alg, []).append(entry)
         if now < entry.usable_until < math.inf:  # leaves its grace later: rebuild then
             snap.rebuild_at = min(snap.rebuild_at, entry.usable_until)
         if entry.kind != KeyKind.SERVICE_KEY and (entry.verify_key is not None or entry.unreadable):
-            snap.verifiable_until = max(snap.verifiable_until, entry.usable_until)
-    if previous is not None and reused == len(snap.by_kid) == len(old):
+            owner.verifiable_until = max(owner.verifiable_until, entry.usable_until)
+    snap.by_kind = {k: v for k, v in default.by_alg.items() if k in KeyKind.values}
+    snap.verifiable_until = default.verifiable_until
+    snap.paths = _path_table(integrations)
+    same_integrations = (
+        previous is not None
+        and all(
+            integrations[n].row == e.row
+            for n, e in previous.integrations.items()
+            if n in integrations
+        )
+        and len(integrations) == len(previous.integrations)
+    )
+    if previous is not None and same_integrations and reused == len(snap.by_kid) == len(old):
         snap.keyset = previous.keyset
-    snap.revoked_users, snap.revoked_first = _revocations()
+    latest, first = _revocations()
+    snap.revoked_users, snap.revoked_first = (
+        latest.pop(DEFAULT_USER_SPACE, {}),
+        first.pop(DEFAULT_USER_SPACE, {}),
+    )
+    snap.other_spaces = {space: (rows, first.get(space, {})) for space, rows in latest.items()}
     return snap
 
 
-def _revocations() -> tuple[dict[str, float], dict[str, float]]:
-    """Every user revocation: user id -> latest, and -> first where it is earlier.
+def _integrations() -> dict[str, IntegrationEntry]:
+    """Every integration, parsed; ``default`` from the settings' ISSUER, AUDIENCE and
+    PROTECTED_PATHS."""
+    from .conf import app_settings
+
+    rows: list[tuple[int | None, str, str, str, bool, Any, str]] = list(
+        Integration.objects.values_list(
+            "id", "name", "issuer", "audience", "enabled", "paths", "user_space"
+        )
+    )
+    if not any(row[1] == DEFAULT_INTEGRATION for row in rows):
+        # No row yet (a flushed table): as a fresh one would be; nothing is written here.
+        rows.insert(0, (None, DEFAULT_INTEGRATION, "", "", True, [], DEFAULT_USER_SPACE))
+    result: dict[str, IntegrationEntry] = {}
+    for row_id, name, issuer, audience, enabled, paths, user_space in rows:
+        if name == DEFAULT_INTEGRATION:
+            issuers, audiences = accepted(app_settings.ISSUER), accepted(app_settings.AUDIENCE)
+            prefixes = _settings_paths(app_settings.PROTECTED_PATHS)
+        else:
+            issuers, audiences = accepted(issuer), accepted(audience)
+            prefixes = tuple(p for p in paths or () if isinstance(p, str) and p)
+        entry = IntegrationEntry(
+            name=name,
+            issuers=issuers,
+            audiences=audiences,
+            enabled=bool(enabled),
+            paths=prefixes,
+            user_space=user_space or DEFAULT_USER_SPACE,
+            # What a remembered token's verdict depends on (not the switch, not paths).
+            row=(row_id, issuers, audiences, user_space),
+        )
+        result[name] = entry
+    return result
+
+
+def _settings_paths(paths: Any) -> tuple[str, ...]:
+    if isinstance(paths, str):
+        paths = [paths]
+    return tuple(str(p) for p in paths or () if p)
+
+
+def _path_table(
+    integrations: dict[str, IntegrationEntry],
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Prefix -> the integrations serving it; a path takes its longest matching prefix."""
+    table: dict[str, list[str]] = {}
+    for entry in integrations.values():
+        for prefix in entry.paths:
+            table.setdefault(prefix, []).append(entry.name)
+    return tuple(
+        (prefix, tuple(names))
+        for prefix, names in sorted(table.items(), key=lambda item: -len(item[0]))
+    )
+
+
+def _revocations() -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Every user revocation, per user space: user id -> latest, and -> first where
+    it is earlier.
 
     All of them, however old (SPEC §3 step 8). A token without ``iat`` is
     refused when it expires after the first revocation, and such a token can
@@ -290,16 +469,19 @@ def _revocations() -> tuple[dict[str, float], dict[str, float]]:
     stops mattering, so none is dropped from memory. Each costs a process a
     dict entry (about 150 bytes).
     """
-    latest, first = {}, {}
-    rows = RevokedUser.objects.values_list("user_id", "revoked_at", "first_revoked_at")
-    for user_id, revoked_at, first_revoked_at in rows.iterator(chunk_size=2000):
-        latest[user_id] = revoked_at.timestamp()
+    latest: dict[str, dict[str, float]] = {}
+    first: dict[str, dict[str, float]] = {}
+    rows = RevokedUser.objects.values_list(
+        "user_space", "user_id", "revoked_at", "first_revoked_at"
+    )
+    for space, user_id, revoked_at, first_revoked_at in rows.iterator(chunk_size=2000):
+        latest.setdefault(space, {})[user_id] = revoked_at.timestamp()
         if first_revoked_at is not None and first_revoked_at < revoked_at:
-            first[user_id] = first_revoked_at.timestamp()
+            first.setdefault(space, {})[user_id] = first_revoked_at.timestamp()
     return latest, first
 
 
-def signer_entries(kind: str) -> tuple[list[KeyEntry], list[str]]:
+def signer_entries(kind: str, integration: str | None = None) -> tuple[list[KeyEntry], list[str]]:
     """Every key of ``kind`` with its material, for the tester's "which key signed this?".
 
     Retired and revoked keys are loaded here, on demand, never kept. Returns
@@ -308,7 +490,10 @@ def signer_entries(kind: str) -> tuple[list[KeyEntry], list[str]]:
     """
     entries, unreadable = [], []
     now = clock.now()
-    for key in Key.objects.filter(kind=kind).order_by("-created_at"):
+    rows = Key.objects.filter(kind=kind).select_related("integration")
+    if integration is not None:
+        rows = rows.filter(integration__name=integration)
+    for key in rows.order_by("-created_at"):
         entry = _entry(key, now)
         if entry.verify_key is None:
             try:
@@ -323,6 +508,9 @@ def signer_entries(kind: str) -> tuple[list[KeyEntry], list[str]]:
 class _State:
     lock = threading.Lock()
     snapshot: Snapshot | None = None
+    #: the latest snapshot built, kept when the current one is dropped: for routing
+    #: while the store cannot be read (:func:`last_snapshot`)
+    last: Snapshot | None = None
     checked_at: float = 0.0
     failures: int = 0
     retry_at: float = 0.0
@@ -367,6 +555,7 @@ def get_snapshot() -> Snapshot:
     with _State.lock:
         if _State.generation == generation:
             _State.snapshot, _State.checked_at = snap, mono
+        _State.last = snap
         _State.failures, _State.retry_at = 0, 0.0
     return snap
 
@@ -387,6 +576,15 @@ def _unchanged(snap: Snapshot) -> bool:
     version = int(row or 0)
     propagation.vouch(version, read_at)
     return version == snap.version
+
+
+def last_snapshot() -> Snapshot | None:
+    """The latest snapshot this process built, current or not (never a query).
+
+    For deciding which paths are guarded while the store cannot be read: the
+    integrations' paths it knew then are still answered with 503, not let through.
+    """
+    return _State.snapshot or _State.last
 
 
 def security_enabled() -> bool:
@@ -450,7 +648,7 @@ def reset() -> None:
     snapshot built from nothing has a new one.
     """
     with _State.lock:
-        _State.snapshot = None
+        _State.snapshot = _State.last = None
         _State.failures, _State.retry_at = 0, 0.0
     propagation.reset()
     usage.reset()

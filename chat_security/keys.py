@@ -15,15 +15,16 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings as django_settings
-from joserfc.jwk import RSAKey
+from joserfc.jwk import ECKey, RSAKey
 
 from .conf import app_settings, register_cache
 from .exceptions import ChatSecurityError, KeyImportError
@@ -340,6 +341,68 @@ def generate_service_keypair() -> tuple[str, PublicKeyInfo]:
         key=public, pem=_pem_of(public), bits=public.key_size, thumbprint=thumbprint(public)
     )
     return private_pem, info
+
+
+# -- site signing key pairs (SPEC §13) ------------------------------------------
+
+#: The algorithms the site signs with, and the size of its RSA signing keys.
+SIGNING_ALGORITHMS = ("RS256", "ES256")
+SIGNING_KEY_BITS = 2048
+
+
+@dataclass(frozen=True)
+class SigningKeyInfo:
+    """The public half of a new signing key pair, ready to store."""
+
+    pem: str
+    bits: int | None
+    thumbprint: str
+
+
+def generate_signing_keypair(alg: str) -> tuple[str, SigningKeyInfo]:
+    """A new key pair for ``alg`` (RS256: RSA 2048; ES256: P-256): (private PKCS#8 PEM, info)."""
+    if alg not in SIGNING_ALGORITHMS:
+        raise ChatSecurityError(f"alg must be one of {', '.join(SIGNING_ALGORITHMS)}")
+    private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    if alg == "RS256":
+        private = rsa.generate_private_key(public_exponent=65537, key_size=SIGNING_KEY_BITS)
+    else:
+        private = ec.generate_private_key(ec.SECP256R1())
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    bits = SIGNING_KEY_BITS if alg == "RS256" else None
+    return private_pem, SigningKeyInfo(
+        pem=public_pem, bits=bits, thumbprint=_jwk_of(public_pem).thumbprint()
+    )
+
+
+def _jwk_of(public_pem: str) -> RSAKey | ECKey:
+    key = serialization.load_pem_public_key(public_pem.encode())
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return ECKey.import_key(key)
+    return RSAKey.import_key(public_pem)
+
+
+def signing_jwk(public_pem: str, kid: str, alg: str) -> dict[str, str | list[str]]:
+    """The public JWK of a signing key, with kid/alg/use for a JWKS document."""
+    jwk = _jwk_of(public_pem).as_dict(private=False)
+    return {**jwk, "kid": kid, "alg": alg, "use": "sig"}
+
+
+def load_verify_pem(pem: str, alg: str) -> Any:
+    """The public key that verifies ``alg`` signatures (an RS256 or ES256 key)."""
+    key = serialization.load_pem_public_key(pem.encode())
+    if alg == "ES256" and isinstance(key, ec.EllipticCurvePublicKey):
+        return key
+    if alg == "RS256" and isinstance(key, rsa.RSAPublicKey):
+        return key
+    raise KeyImportError(f"stored key does not fit {alg}")
 
 
 def clear_caches() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -28,10 +28,11 @@ from . import clock, keyring, tokens, usage
 from .conf import app_settings, register_cache
 from .exceptions import KeyStoreUnavailable, KeyUnreadable, TokenError
 from .identity_types import ChatIdentity
+from .integrations import DEFAULT
 from .log import get_logger, where
 from .marks import anonymous_id_for, finish
 from .placement import missing_token_detail
-from .session import bind_subject, bound_subject, existing_session
+from .session import bind_subject, bound_subjects, existing_session
 
 logger = get_logger("chat_security.middleware")
 
@@ -59,8 +60,36 @@ register_cache(protected_prefixes.cache_clear)
 
 
 def is_protected(path: str) -> bool:
+    """Whether ``path`` is guarded: by ``PROTECTED_PATHS`` or an integration's paths."""
+    return bool(serving(path))
+
+
+def serving(path: str, snapshot: keyring.Snapshot | None = None) -> tuple[str, ...]:
+    """The integrations that guard ``path`` (SPEC §13), from ``snapshot`` or the last one
+    this process read (never a query): empty for an unguarded path.
+
+    ``PROTECTED_PATHS`` always count for ``default``, even before any snapshot.
+    """
+    snap = snapshot or keyring.last_snapshot()
+    if snap is not None:
+        names = snap.serving(path)
+        if names or snapshot is not None:
+            return names
     prefixes = protected_prefixes()
-    return bool(prefixes) and path.startswith(prefixes)
+    return DEFAULT if prefixes and path.startswith(prefixes) else ()
+
+
+#: What :meth:`ChatSecurityMiddleware.check` returns for a path no integration guards.
+UNGUARDED: Any = object()
+
+
+def _snapshot_for_routing() -> keyring.Snapshot | None:
+    """The snapshot, read as any request would; None when the store cannot be read
+    (a guarded request then answers 503 from its own check; others pass)."""
+    try:
+        return keyring.get_snapshot()
+    except KeyStoreUnavailable:
+        return None
 
 
 # -- the Authorization header -------------------------------------------------------
@@ -162,31 +191,42 @@ class ChatSecurityMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        protected = is_protected(request.path_info)
-        response = self.check(request) if protected else None
-        if response is None:
+        response = self.check(request)
+        protected = response is not UNGUARDED
+        if response is None or response is UNGUARDED:
             # Sync mode: get_response returns the response itself, never an awaitable.
-            response = self.get_response(request)  # type: ignore[assignment]
-        finish(request, response, protected)  # type: ignore[arg-type]
+            response = self.get_response(request)
+        finish(request, response, protected)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        protected = is_protected(request.path_info)
-        response = None
-        if protected:
+        response: Any = None
+        snapshot = keyring.fresh_snapshot()
+        if snapshot is None:
+            # A version check or a counter flush is due: route and check in one hop.
+            response = await sync_to_async(self.check, thread_sensitive=True)(request)
+        elif names := serving(request.path_info, snapshot):
             checked = False
             if _needs_no_database(request):
                 # The common case: checked right here on the event loop, so
                 # requests do not queue for the one thread-sensitive sync thread.
                 # (If a query falls due after all, SynchronousOnlyOperation: use the thread.)
                 with contextlib.suppress(SynchronousOnlyOperation):
-                    response, checked = self.check(request, in_loop=True), True
+                    response, checked = self.check(request, in_loop=True, names=names), True
             if not checked:
-                response = await sync_to_async(self.check, thread_sensitive=True)(request)
+                response = await sync_to_async(self.check, thread_sensitive=True)(
+                    request, names=names
+                )
+        else:
+            response = UNGUARDED
+        protected = response is not UNGUARDED
+        if response is UNGUARDED:
+            response = None
         if response is None:
             response = await self.get_response(request)  # type: ignore[misc]  # async mode
         finish(request, response, protected)
-        return response
+        result: HttpResponseBase = response
+        return result
 
     def process_exception(
         self, request: HttpRequest, exception: Exception
@@ -202,7 +242,7 @@ class ChatSecurityMiddleware:
         """
         if not isinstance(exception, db.Error | KeyStoreUnavailable):
             return None
-        if not is_protected(request.path_info):
+        if not is_protected(request.path_info):  # the paths last read: no query here
             return None
         logger.warning("chat request answered 503: %s in the view", type(exception).__name__)
         if isinstance(exception, KeyStoreUnavailable):
@@ -211,15 +251,28 @@ class ChatSecurityMiddleware:
 
     # -- shared by both paths --------------------------------------------------------
 
-    def check(self, request: HttpRequest, *, in_loop: bool = False) -> HttpResponseBase | None:
+    def check(
+        self,
+        request: HttpRequest,
+        *,
+        in_loop: bool = False,
+        names: Sequence[str] | None = None,
+    ) -> Any:
         """Set ``request.chat_identity`` or return the refusal; never raises.
+
+        ``names``: the integrations that serve the request's path; None: find
+        them first (SPEC §13), and return :data:`UNGUARDED` if none does.
 
         ``in_loop``: called on the event loop, where a database query raises
         SynchronousOnlyOperation; that one is passed on, so the caller can
         check again in the sync thread.
         """
+        if names is None:
+            names = serving(request.path_info, _snapshot_for_routing())
+            if not names:
+                return UNGUARDED
         try:
-            identity = self.identify(request)
+            identity = self.identify(request, names)
         except SynchronousOnlyOperation:
             if in_loop:
                 raise
@@ -245,14 +298,13 @@ class ChatSecurityMiddleware:
             usage.count_request("unsigned")
         return None
 
-    def identify(self, request: HttpRequest) -> ChatIdentity:
+    def identify(self, request: HttpRequest, names: Sequence[str] = DEFAULT) -> ChatIdentity:
         snapshot = keyring.get_snapshot()
         now = clock.now()
-        if snapshot.enabled and not snapshot.can_verify(now):
-            raise tokens.not_configured()  # SPEC §5: the one thing to fix, token or not
+        required = tokens.token_required(snapshot, names, now)  # or security_not_configured
         token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
         if token is None:
-            if snapshot.enabled:
+            if required:
                 # A token in the URL or under another scheme is named: the fix is precise.
                 raise TokenError("missing_token", missing_token_detail(request.META))
             anonymous_id = anonymous_id_for(request) if app_settings.ANONYMOUS_IDS else None
@@ -262,7 +314,7 @@ class ChatSecurityMiddleware:
             if settings.SESSION_COOKIE_NAME in request.COOKIES
             else None
         )
-        result, now = tokens.verify_at(token, bound_subject(session), snapshot, now)
-        bind_subject(session, result.user_id)
+        result, now = tokens.verify_at(token, bound_subjects(session), snapshot, now, names)
+        bind_subject(session, result.user_id, result.user_space)
         usage.count_request("signed", result.kid, now)  # the key's use counted with it
         return ChatIdentity.verified(result)

@@ -20,6 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from . import clock, keys, values
 from .conf import app_settings
 from .exceptions import KeyStateError
+from .integrations import DEFAULT_INTEGRATION, DEFAULT_USER_SPACE, check_new
 
 
 class _Stamped(models.Model):
@@ -44,9 +45,8 @@ class _Stamped(models.Model):
 
 
 class SecurityConfig(models.Model):
-    """The **Secure your web chat** switch (a single row) and the key-store version."""
+    """The key-store version (a single row); the switches live on the integrations."""
 
-    enabled = models.BooleanField(_("secure your web chat"), default=True)
     version = models.PositiveBigIntegerField(default=0, editable=False)
     changed_at = models.DateTimeField(null=True, blank=True)
     changed_by = models.CharField(max_length=150, blank=True)
@@ -70,28 +70,140 @@ class SecurityConfig(models.Model):
             ]
         super().save(*args, **kwargs)
 
+    @property
+    def enabled(self) -> bool:
+        """The ``default`` integration's **Secure your web chat** switch."""
+        row = Integration.objects.filter(name=DEFAULT_INTEGRATION).values("enabled").first()
+        return True if row is None else bool(row["enabled"])
+
     @classmethod
     def load(cls) -> SecurityConfig:
         obj, _created = cls.objects.get_or_create(pk=1)
         return obj
 
     @classmethod
-    def set_enabled(cls, enabled: bool, actor: str = "") -> SecurityConfig:
-        """Turn security on or off; in force on every worker within KEY_CACHE_SECONDS."""
+    def set_enabled(
+        cls, enabled: bool, actor: str = "", integration: str = DEFAULT_INTEGRATION
+    ) -> SecurityConfig:
+        """Turn an integration's security on or off; in force on every worker within
+        KEY_CACHE_SECONDS. Raises KeyStateError for an unknown integration."""
         with transaction.atomic():
             store_changed()
             # Only the fields this change owns: the version is never written back.
-            cls.objects.filter(pk=1).update(
-                enabled=enabled, changed_at=clock.now_dt(), changed_by=actor
-            )
-            AuditEntry.record(actor, "security_on" if enabled else "security_off")
+            cls.objects.filter(pk=1).update(changed_at=clock.now_dt(), changed_by=actor)
+            owner = Integration.objects.named(integration)  # KeyStateError if none
+            Integration.objects.filter(pk=owner.pk).update(enabled=enabled)
+            action = "security_on" if enabled else "security_off"
+            AuditEntry.record(actor, action, detail=_scope(integration))
         return cls.load()
+
+
+def _scope(integration: str) -> str:
+    """The audit detail naming a non-default integration ("" for ``default``)."""
+    return "" if integration == DEFAULT_INTEGRATION else f"integration {integration}"
+
+
+class IntegrationManager(models.Manager["Integration"]):
+    def default(self) -> Integration:
+        """The ``default`` integration, made if missing (a fresh table)."""
+        obj, _created = self.get_or_create(name=DEFAULT_INTEGRATION)
+        return obj
+
+    def named(self, name: str) -> Integration:
+        """The integration ``name``; KeyStateError when there is none."""
+        if name == DEFAULT_INTEGRATION:
+            return self.default()
+        obj = self.filter(name=name).first()
+        if obj is None:
+            raise KeyStateError(f"no integration named {name!r}")
+        return obj
+
+    def add(
+        self,
+        name: str,
+        *,
+        issuer: str = "",
+        audience: str = "",
+        own_users: bool = False,
+        paths: list[str] | tuple[str, ...] = (),
+        actor: str = "",
+    ) -> Integration:
+        """A new integration (SPEC §13); in force on every worker within KEY_CACHE_SECONDS."""
+        paths = check_new(name, issuer, audience, paths)
+        with transaction.atomic():
+            store_changed()
+            if self.filter(name=name).exists():
+                raise KeyStateError(f"an integration named {name!r} already exists")
+            obj = self.create(
+                name=name,
+                issuer=issuer,
+                audience=audience,
+                user_space=name if own_users else DEFAULT_USER_SPACE,
+                paths=list(paths),
+                created_by=actor,
+            )
+            AuditEntry.record(actor, "add_integration", detail=name)
+        return obj
+
+    def remove(self, name: str, actor: str = "") -> None:
+        """Remove an integration that holds no usable key (``default`` stays)."""
+        if name == DEFAULT_INTEGRATION:
+            raise KeyStateError("the default integration cannot be removed")
+        with transaction.atomic():
+            store_changed()
+            obj = self.filter(name=name).first()
+            if obj is None:
+                raise KeyStateError(f"no integration named {name!r}")
+            now = clock.now()
+            usable = [k.kid for k in obj.keys.filter(revoked_at=None) if k.is_usable(now)]
+            if usable:
+                raise KeyStateError(
+                    f"integration {name} still holds usable keys ({', '.join(usable)}); "
+                    "revoke them first"
+                )
+            obj.keys.all().delete()
+            obj.delete()
+            AuditEntry.record(actor, "remove_integration", detail=name)
+
+
+class Integration(_Stamped):
+    """A chat surface or tenant (SPEC §13): its keys, rules, switch, paths and user space.
+
+    ``default`` takes its issuer, audience and paths from the settings
+    (``ISSUER``, ``AUDIENCE``, ``PROTECTED_PATHS``); every other one from its row.
+    """
+
+    name = models.SlugField(max_length=50, unique=True)
+    issuer = models.CharField(max_length=255, blank=True, help_text=_("the iss its tokens carry"))
+    audience = models.CharField(max_length=255, blank=True, help_text=_("a value aud must hold"))
+    enabled = models.BooleanField(_("secure this chat"), default=True)
+    #: HTTP path prefixes it guards (``default``: PROTECTED_PATHS instead)
+    paths = models.JSONField(default=list, blank=True)
+    #: who its user ids name: integrations in one space share contacts and revocations
+    user_space = models.SlugField(max_length=50, default=DEFAULT_USER_SPACE)
+    created_at = models.DateTimeField()
+    created_by = models.CharField(max_length=150, blank=True)
+
+    objects = IntegrationManager()
+    stamped = ("created_at",)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        verbose_name = _("web chat integration")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def own_users(self) -> bool:
+        return self.user_space != DEFAULT_USER_SPACE
 
 
 class KeyKind(models.TextChoices):
     SECRET = "secret", _("signing secret (HS256)")
     PUBLIC_KEY = "public_key", _("client public key (RS256)")
     SERVICE_KEY = "service_key", _("service key pair (RSA-OAEP-256)")
+    SIGNING_KEY = "signing_key", _("site signing key pair (RS256/ES256)")
 
 
 class KeyState(models.TextChoices):
@@ -99,6 +211,7 @@ class KeyState(models.TextChoices):
     GRACE = "grace", _("in grace")
     RETIRED = "retired", _("retired")
     REVOKED = "revoked", _("revoked")
+    STAGED = "staged", _("staged (published, not yet signing)")
 
 
 # The key-state rules, in one place: a key's rows (``Key``) and the keyring's parsed
@@ -170,40 +283,52 @@ key_store_changed = Signal()
 
 
 class KeyManager(models.Manager["Key"]):
-    def usable(self, kind: str) -> list[Key]:
+    def usable(self, kind: str, integration: str = DEFAULT_INTEGRATION) -> list[Key]:
         now = clock.now()
-        return [k for k in self.filter(kind=kind, revoked_at=None) if k.is_usable(now)]
+        rows = self.filter(kind=kind, revoked_at=None, integration__name=integration)
+        return [k for k in rows if k.is_usable(now)]
 
-    def active(self, kind: str) -> list[Key]:
+    def active(self, kind: str, integration: str = DEFAULT_INTEGRATION) -> list[Key]:
         now = clock.now()
-        rows = self.filter(kind=kind, revoked_at=None)
+        rows = self.filter(kind=kind, revoked_at=None, integration__name=integration)
         return [k for k in rows if k.state(now) == KeyState.ACTIVE]
 
-    def generate_secret(self, actor: str = "") -> tuple[Key, str]:
+    def generate_secret(
+        self, actor: str = "", integration: str = DEFAULT_INTEGRATION
+    ) -> tuple[Key, str]:
         """Create the first active secret; returns ``(key, secret)`` — the only clear copy."""
         with transaction.atomic():
             store_changed()
-            if self._lock_active(KeyKind.SECRET):
+            owner = Integration.objects.named(integration)
+            if self._lock_active(KeyKind.SECRET, owner):
                 raise KeyStateError(
                     "an active signing secret already exists; use rotate-secret to replace it"
                 )
-            return self._create_secret(actor, "generate_secret")
+            return self._create_secret(actor, "generate_secret", owner)
 
-    def rotate_secret(self, grace: float | None = None, actor: str = "") -> tuple[Key, str]:
+    def rotate_secret(
+        self, grace: float | None = None, actor: str = "", integration: str = DEFAULT_INTEGRATION
+    ) -> tuple[Key, str]:
         """New active secret; the old one stays usable for ``grace`` seconds."""
         with transaction.atomic():
             store_changed()
-            self._retire(self._lock_active(KeyKind.SECRET), grace)
-            return self._create_secret(actor, "rotate_secret")
+            owner = Integration.objects.named(integration)
+            self._retire(self._lock_active(KeyKind.SECRET, owner), grace)
+            return self._create_secret(actor, "rotate_secret", owner)
 
-    def generate_service_keypair(self, actor: str = "", grace: float | None = None) -> Key:
+    def generate_service_keypair(
+        self, actor: str = "", grace: float | None = None, integration: str = DEFAULT_INTEGRATION
+    ) -> Key:
         """New active service key pair; an existing active one goes into grace."""
         private_pem, info = keys.generate_service_keypair()
         with transaction.atomic():
             store_changed()
-            self._retire(self._lock_active(KeyKind.SERVICE_KEY), grace)
+            owner = Integration.objects.named(integration)
+            self._retire(self._lock_active(KeyKind.SERVICE_KEY, owner), grace)
             key = self.create(
+                integration=owner,
                 kind=KeyKind.SERVICE_KEY,
+                alg="RSA-OAEP-256",
                 kid="svc-" + info.thumbprint[:16],
                 fingerprint=info.thumbprint,
                 public_pem=info.pem,
@@ -211,33 +336,88 @@ class KeyManager(models.Manager["Key"]):
                 bits=info.bits,
                 created_by=actor,
             )
-            AuditEntry.record(actor, "generate_service_key", key.kid)
+            AuditEntry.record(actor, "generate_service_key", key.kid, _scope(integration))
         return key
 
-    def add_public_key(self, text: str | bytes, actor: str = "", kid: str = "") -> Key:
+    def generate_signing_keypair(
+        self, alg: str = "RS256", actor: str = "", integration: str = DEFAULT_INTEGRATION
+    ) -> Key:
+        """A site signing key pair (SPEC §13): active if the integration has none, else
+        staged (published in its JWKS, signing only once ``rotate_signing_key`` promotes it)."""
+        private_pem, info = keys.generate_signing_keypair(alg)
+        with transaction.atomic():
+            store_changed()
+            owner = Integration.objects.named(integration)
+            staged = bool(self._lock_active(KeyKind.SIGNING_KEY, owner))
+            self.filter(integration=owner, kind=KeyKind.SIGNING_KEY, staged=True).update(
+                revoked_at=clock.now_dt()
+            )  # one staged key at a time: the newer replaces it
+            key = self._create_signing_key(owner, alg, private_pem, info, actor, staged)
+            action = "stage_signing_key" if staged else "generate_signing_key"
+            AuditEntry.record(actor, action, key.kid, _scope(integration))
+        return key
+
+    def rotate_signing_key(
+        self,
+        grace: float | None = None,
+        actor: str = "",
+        integration: str = DEFAULT_INTEGRATION,
+        alg: str | None = None,
+    ) -> Key:
+        """The staged key (or a new one) signs from now on; the active one goes into grace."""
+        with transaction.atomic():
+            store_changed()
+            owner = Integration.objects.named(integration)
+            old = self._lock_active(KeyKind.SIGNING_KEY, owner)
+            staged = self.select_for_update().filter(
+                integration=owner, kind=KeyKind.SIGNING_KEY, staged=True, revoked_at=None
+            )
+            key = staged.first()
+            if key is None or (alg is not None and key.alg != alg):
+                alg = alg or (old[0].alg if old else "RS256")
+                private_pem, info = keys.generate_signing_keypair(alg)
+                staged.update(revoked_at=clock.now_dt())
+                key = self._create_signing_key(owner, alg, private_pem, info, actor, False)
+            else:
+                key.staged = False
+                key.save(update_fields=["staged"])
+            self._retire(old, grace)
+            AuditEntry.record(actor, "rotate_signing_key", key.kid, _scope(integration))
+        return key
+
+    def add_public_key(
+        self,
+        text: str | bytes,
+        actor: str = "",
+        kid: str = "",
+        integration: str = DEFAULT_INTEGRATION,
+    ) -> Key:
         """Register a client's RS256 public key (any format of SPEC §2)."""
         info = keys.parse_public_key(text)
         kid = kid or info.jwk_kid or info.thumbprint
         with transaction.atomic():
             store_changed()
+            owner = Integration.objects.named(integration)
             existing = self.filter(fingerprint=info.thumbprint, revoked_at=None).first()
             if existing is not None:
                 raise KeyStateError(f"this public key is already registered as kid {existing.kid}")
             if self.filter(kid=kid).exists():
                 raise KeyStateError(f"kid {kid!r} is already used by another key")
             key = self.create(
+                integration=owner,
                 kind=KeyKind.PUBLIC_KEY,
+                alg="RS256",
                 kid=kid,
                 fingerprint=info.thumbprint,
                 public_pem=info.pem,
                 bits=info.bits,
                 created_by=actor,
             )
-            AuditEntry.record(actor, "add_public_key", key.kid)
+            AuditEntry.record(actor, "add_public_key", key.kid, _scope(integration))
         return key
 
     def revoke(self, kid: str, actor: str = "") -> Key:
-        """Stop accepting a key now (secrets, public keys and service keys alike)."""
+        """Stop accepting a key now (any kind, any integration: kids are unique)."""
         with transaction.atomic():
             store_changed()
             key = self.select_for_update().filter(kid=kid).first()
@@ -285,8 +465,10 @@ class KeyManager(models.Manager["Key"]):
 
     # -- helpers ---------------------------------------------------------------
 
-    def _lock_active(self, kind: str) -> list[Key]:
-        rows = self.select_for_update().filter(kind=kind, revoked_at=None, grace_until=None)
+    def _lock_active(self, kind: str, owner: Integration) -> list[Key]:
+        rows = self.select_for_update().filter(
+            integration=owner, kind=kind, revoked_at=None, grace_until=None, staged=False
+        )
         now = clock.now()
         return [k for k in rows if k.state(now) == KeyState.ACTIVE]
 
@@ -299,9 +481,27 @@ class KeyManager(models.Manager["Key"]):
             key.grace_until = now + timedelta(seconds=max(grace, 0))
             key.save(update_fields=["grace_until", "retired_at"])
 
-    def _create_secret(self, actor: str, action: str) -> tuple[Key, str]:
+    def _create_signing_key(
+        self, owner: Integration, alg: str, private_pem: str, info: Any, actor: str, staged: bool
+    ) -> Key:
+        return self.create(
+            integration=owner,
+            kind=KeyKind.SIGNING_KEY,
+            alg=alg,
+            kid=info.thumbprint,
+            fingerprint=info.thumbprint,
+            public_pem=info.pem,
+            encrypted_material=keys.encrypt(private_pem),
+            bits=info.bits,
+            staged=staged,
+            created_by=actor,
+        )
+
+    def _create_secret(self, actor: str, action: str, owner: Integration) -> tuple[Key, str]:
         secret = keys.generate_secret()
         key = self.create(
+            integration=owner,
+            alg="HS256",
             kind=KeyKind.SECRET,
             kid=keys.new_secret_kid(),
             fingerprint=keys.secret_fingerprint(secret),
@@ -309,14 +509,17 @@ class KeyManager(models.Manager["Key"]):
             encrypted_material=keys.encrypt(secret),
             created_by=actor,
         )
-        AuditEntry.record(actor, action, key.kid)
+        AuditEntry.record(actor, action, key.kid, _scope(owner.name))
         return key, secret
 
 
 class Key(_Stamped):
     """One key of any kind. Its state is derived from timestamps at read time."""
 
+    integration = models.ForeignKey(Integration, on_delete=models.PROTECT, related_name="keys")
     kind = models.CharField(max_length=16, choices=KeyKind.choices)
+    #: the one algorithm the key is used with (a key's type pins it)
+    alg = models.CharField(max_length=16, blank=True)
     kid = models.CharField(max_length=255, unique=True)
     fingerprint = models.CharField(max_length=64, db_index=True)
     prefix = models.CharField(max_length=8, blank=True, help_text=_("first characters of a secret"))
@@ -330,6 +533,8 @@ class Key(_Stamped):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used = models.DateTimeField(null=True, blank=True)
     use_count = models.PositiveBigIntegerField(default=0)
+    #: a signing key pair published in the JWKS before it signs (the next key)
+    staged = models.BooleanField(default=False)
 
     objects = KeyManager()
     stamped = ("created_at",)
@@ -349,7 +554,8 @@ class Key(_Stamped):
         )
 
     def state(self, now: float | None = None) -> str:
-        return key_state(clock.now() if now is None else now, *self._times())
+        state = key_state(clock.now() if now is None else now, *self._times())
+        return KeyState.STAGED if self.staged and state == KeyState.ACTIVE else state
 
     def is_usable(self, now: float | None = None) -> bool:
         """Whether the key verifies (or decrypts) at ``now``: active or in grace."""
@@ -369,6 +575,7 @@ class Key(_Stamped):
         return {
             "kid": self.kid,
             "kind": self.kind,
+            "alg": self.alg,
             "state": str(self.state()),
             "fingerprint": self.fingerprint,
             "created_at": self.created_at.isoformat(),
@@ -379,16 +586,22 @@ class Key(_Stamped):
 
 
 class RevokedUserManager(models.Manager["RevokedUser"]):
-    def revoke(self, user_id: str, actor: str = "") -> RevokedUser:
+    def revoke(
+        self, user_id: str, actor: str = "", integration: str = DEFAULT_INTEGRATION
+    ) -> RevokedUser:
+        """Revoke ``user_id`` in the user space of ``integration`` (SPEC §3 step 8, §13)."""
         with transaction.atomic():
             store_changed()
+            space = Integration.objects.named(integration).user_space
             now = clock.now_dt()
             obj, _created = self.update_or_create(
+                user_space=space,
                 user_id=user_id,
                 defaults={"revoked_at": now, "revoked_by": actor},
                 create_defaults={"revoked_at": now, "first_revoked_at": now, "revoked_by": actor},
             )
-            AuditEntry.record(actor, "revoke_user", detail=user_id)
+            where = "" if space == DEFAULT_USER_SPACE else f" (user space {space})"
+            AuditEntry.record(actor, "revoke_user", detail=f"{user_id}{where}")
         return obj
 
 
@@ -404,13 +617,21 @@ class RevokedUser(models.Model):
     ``exp``, so no moment comes after which no refused token could be accepted.
     """
 
-    user_id = models.CharField(max_length=255, unique=True)
+    user_space = models.SlugField(max_length=50, default=DEFAULT_USER_SPACE)
+    user_id = models.CharField(max_length=255)
     revoked_at = models.DateTimeField()
     #: when the user was first revoked; null on rows made before it was kept (= revoked_at)
     first_revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_by = models.CharField(max_length=150, blank=True)
 
     objects = RevokedUserManager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user_space", "user_id"], name="chat_security_revoked_space_user"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.user_id
@@ -441,9 +662,10 @@ class AuditEntry(_Stamped):
 
 
 class Contact(_Stamped):
-    """The chat's record of a verified (or anonymous) user, keyed by the external id."""
+    """The chat's record of a verified (or anonymous) user, keyed by (user space, external id)."""
 
-    user_id = models.CharField(max_length=255, unique=True)
+    user_space = models.SlugField(max_length=50, default=DEFAULT_USER_SPACE)
+    user_id = models.CharField(max_length=255)
     anonymous = models.BooleanField(default=False)
     email = models.EmailField(blank=True)
     first_name = models.CharField(max_length=150, blank=True)
@@ -466,6 +688,11 @@ class Contact(_Stamped):
 
     class Meta:
         verbose_name = _("chat contact")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user_space", "user_id"], name="chat_security_contact_space_user"
+            )
+        ]
 
     def __str__(self) -> str:
         name = self.display_name

@@ -59,7 +59,9 @@ def protected_header(value: str) -> dict[str, Any]:
     return header
 
 
-def decrypt_with_key(value: Any, snap: Snapshot, now: float) -> tuple[Any, KeyEntry]:
+def decrypt_with_key(
+    value: Any, snap: Snapshot, now: float, integration: str = "default"
+) -> tuple[Any, KeyEntry]:
     """Decrypt ``user_payload`` with a usable service key: the value (JSON parsed;
     plaintext that is not JSON as a string) and the key that decrypted it.
 
@@ -69,7 +71,7 @@ def decrypt_with_key(value: Any, snap: Snapshot, now: float) -> tuple[Any, KeyEn
     if not isinstance(value, str) or not value or len(value) > MAX_PAYLOAD_CHARS:
         raise _failed("user_payload must be a compact JWE string")
     kid = protected_header(value).get("kid")
-    candidates = snap.usable(KeyKind.SERVICE_KEY, now)
+    candidates = snap.usable(KeyKind.SERVICE_KEY, now, integration)
     if kid is not None:
         candidates = [k for k in candidates if k.kid == kid]
     for entry in candidates:

@@ -14,9 +14,18 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from . import keyring
-from .models import Key, RevokedUser, SecurityConfig, key_store_changed, store_changed
+from .models import (
+    Integration,
+    Key,
+    RevokedUser,
+    SecurityConfig,
+    key_store_changed,
+    store_changed,
+)
 
 
+@receiver(post_save, sender=Integration)
+@receiver(post_delete, sender=Integration)
 @receiver(post_save, sender=Key)
 @receiver(post_delete, sender=Key)
 @receiver(post_save, sender=SecurityConfig)

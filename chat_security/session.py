@@ -17,6 +17,7 @@ from django.http import HttpRequest
 from . import clock, jws, keyring, tokens
 from .claims import build_claims
 from .exceptions import ChatSecurityError
+from .integrations import DEFAULT_INTEGRATION, DEFAULT_USER_SPACE
 from .models import KeyState
 
 #: Session key of the kept token (a small dict, JSON-serialisable).
@@ -52,8 +53,11 @@ class KeptToken:
         }
 
 
-def kept_token(request: HttpRequest) -> KeptToken | None:
+def kept_token(request: HttpRequest, integration: str = DEFAULT_INTEGRATION) -> KeptToken | None:
     """The logged-in user's chat token, reused from the session while it is fresh.
+
+    ``integration`` names the integration that signs it (SPEC §13; each keeps
+    its own token in the session).
 
     ``None`` for anonymous users. Raises :class:`~chat_security.exceptions.ChatSecurityError`
     when no token can be issued: ``KeyStateError`` without an active secret,
@@ -66,16 +70,22 @@ def kept_token(request: HttpRequest) -> KeptToken | None:
         return None
     owner = str(user.pk)
     session = getattr(request, "session", None)
-    stored = session.get(TOKEN_SESSION_KEY) if session is not None else None
-    kept = _reusable(stored, owner)
+    key = _scoped(TOKEN_SESSION_KEY, integration)
+    stored = session.get(key) if session is not None else None
+    kept = _reusable(stored, owner, integration)
     if kept is None:
-        kept = issue_for(user)
+        kept = issue_for(user, integration)
         if session is not None:
-            session[TOKEN_SESSION_KEY] = {**kept.as_session(), "owner": owner}
+            session[key] = {**kept.as_session(), "owner": owner}
     return kept
 
 
-def issue_for(user: Any) -> KeptToken:
+def _scoped(key: str, name: str) -> str:
+    """A session key of ``default`` as before; of another integration or space, suffixed."""
+    return key if name == DEFAULT_INTEGRATION else f"{key}.{name}"
+
+
+def issue_for(user: Any, integration: str = DEFAULT_INTEGRATION) -> KeptToken:
     """Sign a new token for ``user`` with claims from ``CLAIMS_BUILDER``; raises as
     :func:`kept_token` does."""
     claims = build_claims(user)
@@ -84,7 +94,7 @@ def issue_for(user: Any) -> KeptToken:
     sub = alias if sub is None else sub
     if not isinstance(sub, str):
         raise ChatSecurityError("CLAIMS_BUILDER must return the user id as a string 'sub'")
-    token = tokens.issue(sub, claims)
+    token = tokens.issue(sub, claims, integration=integration)
     issued = jws.parse(token)  # our own token: read back iat/exp/kid exactly as signed
     iat, exp = issued.claims["iat"], int(issued.claims["exp"])
     return KeptToken(
@@ -97,7 +107,7 @@ def issue_for(user: Any) -> KeptToken:
     )
 
 
-def _reusable(stored: Any, owner: str) -> KeptToken | None:
+def _reusable(stored: Any, owner: str, integration: str) -> KeptToken | None:
     if not isinstance(stored, dict) or stored.get("owner") != owner:
         return None
     try:
@@ -118,9 +128,16 @@ def _reusable(stored: Any, owner: str) -> KeptToken | None:
     # rather than handing out a token the API would refuse.
     snapshot = keyring.get_snapshot()
     entry = snapshot.by_kid.get(kept.kid)
-    if entry is None or entry.state(now) != KeyState.ACTIVE:
+    owner_entry = snapshot.integrations.get(integration)
+    if (
+        entry is None
+        or owner_entry is None
+        or entry.integration != integration
+        or entry.state(now) != KeyState.ACTIVE
+    ):
         return None
-    if snapshot.revocation_refusing(kept.sub, kept.issued_at, kept.expires_at) is not None:
+    space = owner_entry.user_space
+    if snapshot.revocation_refusing(kept.sub, kept.issued_at, kept.expires_at, space) is not None:
         return None
     return kept
 
@@ -136,19 +153,37 @@ def existing_session(session: Any) -> Any:
     return session if session.session_key else None
 
 
-def bound_subject(session: Any) -> str | None:
-    """The user id the chat session is bound to (``subject_changed``), if any."""
+def bound_subject(session: Any, user_space: str = DEFAULT_USER_SPACE) -> str | None:
+    """The user id the chat session is bound to in ``user_space`` (``subject_changed``)."""
     if session is None:
         return None
-    subject = session.get(SUBJECT_SESSION_KEY)
+    subject = session.get(_scoped(SUBJECT_SESSION_KEY, user_space))
     return subject if isinstance(subject, str) else None
 
 
-def bind_subject(session: Any, user_id: str) -> bool:
-    """Bind the chat session to its first verified user; True if the session changed."""
-    if session is None or session.get(SUBJECT_SESSION_KEY) == user_id:
+def bound_subjects(session: Any) -> dict[str, str] | None:
+    """User space -> the user id the chat session is bound to there (None: no session).
+
+    A session holds one binding per user space (SPEC §13): web and the iOS app
+    share one; a tenant with its own users has its own.
+    """
+    if session is None:
+        return None
+    bound = {}
+    for key in list(session.keys()):
+        if key == SUBJECT_SESSION_KEY or key.startswith(SUBJECT_SESSION_KEY + "."):
+            subject = session.get(key)
+            if isinstance(subject, str):
+                bound[key[len(SUBJECT_SESSION_KEY) + 1 :] or DEFAULT_USER_SPACE] = subject
+    return bound
+
+
+def bind_subject(session: Any, user_id: str, user_space: str = DEFAULT_USER_SPACE) -> bool:
+    """Bind the chat session to its first verified user of ``user_space``; True if it changed."""
+    key = _scoped(SUBJECT_SESSION_KEY, user_space)
+    if session is None or session.get(key) == user_id:
         return False
-    session[SUBJECT_SESSION_KEY] = user_id
+    session[key] = user_id
     return True
 
 
@@ -161,8 +196,10 @@ def end_chat_session(request: HttpRequest) -> bool:
     if session is None or session.session_key is None:
         return False
     found = False
-    for key in (SUBJECT_SESSION_KEY, TOKEN_SESSION_KEY):
-        if key in session:
+    for key in list(session.keys()):
+        if any(
+            key == k or key.startswith(k + ".") for k in (SUBJECT_SESSION_KEY, TOKEN_SESSION_KEY)
+        ):
             del session[key]
             found = True
     return found

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -21,12 +21,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.hashes import SHA256
+from jwt.algorithms import ECAlgorithm
 
 from . import clock, keyring, usage
 from .conf import app_settings, register_cache
 from .exceptions import ChatSecurityError, KeyStateError, KeyUnreadable, TokenError
+from .integrations import DEFAULT, DEFAULT_INTEGRATION, select
 from .jws import ParsedToken, parse
-from .keyring import KIND_OF_ALGORITHM, KeyEntry, Snapshot
+from .keyring import KIND_OF_ALGORITHM, IntegrationEntry, KeyEntry, Snapshot
 from .models import KeyKind
 from .verified import (
     CONTAINERS,
@@ -38,7 +40,10 @@ from .verified import (
     remember,
 )
 
-SUPPORTED_ALGORITHMS = ("HS256", "RS256")
+SUPPORTED_ALGORITHMS = ("HS256", "RS256", "ES256")
+#: The user id a chat session is bound to: one (the default user space's), or
+#: one per user space (``session.bound_subjects``), or None.
+Subject = str | dict[str, str] | None
 
 
 def _hs256(signing_input: bytes, key: bytes, signature: bytes) -> bool:
@@ -58,9 +63,22 @@ def _rs256(signing_input: bytes, key: RSAPublicKey, signature: bytes) -> bool:
     return True
 
 
+_ES256 = ECAlgorithm(ECAlgorithm.SHA256)
+
+
+def _es256(signing_input: bytes, key: Any, signature: bytes) -> bool:
+    """RFC 7518 §3.4: ECDSA P-256 SHA-256 (the JWS r||s form), checked by PyJWT."""
+    return bool(_ES256.verify(signing_input, key, signature))
+
+
 #: The signature check of each algorithm: the one-shot calls of the standard library
-#: and ``cryptography`` (what PyJWT's algorithm objects wrap, minus their layers).
-_VERIFIERS: dict[str, Callable[[bytes, Any, bytes], bool]] = {"HS256": _hs256, "RS256": _rs256}
+#: and ``cryptography`` (what PyJWT's algorithm objects wrap, minus their layers);
+#: ES256 through PyJWT's own, which turns the JWS signature into what ``cryptography`` takes.
+_VERIFIERS: dict[str, Callable[[bytes, Any, bytes], bool]] = {
+    "HS256": _hs256,
+    "RS256": _rs256,
+    "ES256": _es256,
+}
 _MAX_USER_ID = 255
 _MAX_TIME = 10**300  # any NumericDate beyond this is absurd; keeps int + float finite
 _MISSING = object()
@@ -80,13 +98,13 @@ register_cache(allowed_algorithms.cache_clear)
 
 
 def check_algorithm(header: dict[str, Any]) -> str:
-    """Step 3: the key kind the token's alg asks for."""
-    alg = header["alg"]
+    """Step 3: the token's alg, if accepted."""
+    alg: str = header["alg"]
     if alg not in allowed_algorithms():
         raise TokenError(
             "algorithm_not_allowed", f"algorithm {alg[:20]!r} is not accepted", alg=alg
         )
-    return KIND_OF_ALGORITHM[alg]
+    return alg
 
 
 def not_configured() -> TokenError:
@@ -94,6 +112,28 @@ def not_configured() -> TokenError:
     return TokenError(
         "security_not_configured", "no usable signing secret or public key exists yet"
     )
+
+
+def token_required(snap: Snapshot, names: Sequence[str], now: float) -> bool:
+    """Whether a request or socket without a token is refused where ``names`` serve.
+
+    True when the switch of one of them is on (SPEC §5, §13). Raises
+    ``security_not_configured`` when such a one exists and none of those that
+    are on has a key that can verify: the one thing to fix, token or not.
+    """
+    if len(names) == 1:  # the usual case: one integration here
+        entry = snap.integrations.get(names[0])
+        if entry is None:
+            raise TokenError(
+                "security_not_configured", f"no integration named {names[0][:50]!r} exists"
+            )
+        if entry.enabled and not entry.can_verify(now):
+            raise not_configured()
+        return entry.enabled
+    on = [e for n in names if (e := snap.integrations.get(n)) is not None and e.enabled]
+    if on and not any(e.can_verify(now) for e in on):
+        raise not_configured()
+    return bool(on)
 
 
 def key_retired(entry: KeyEntry, now: float) -> TokenError:
@@ -105,25 +145,39 @@ def key_retired(entry: KeyEntry, now: float) -> TokenError:
     )  # fmt: skip
 
 
-def candidate_keys(header: dict[str, Any], kind: str, snap: Snapshot, now: float) -> list[KeyEntry]:
-    """Step 4: the keys that may have signed this token."""
+def candidate_keys(
+    header: dict[str, Any],
+    alg: str,
+    snap: Snapshot,
+    now: float,
+    integration: IntegrationEntry | None = None,
+) -> list[KeyEntry]:
+    """Step 4: the keys of the integration (``default``) that may have signed this token."""
+    if integration is None:
+        integration = snap.integrations[DEFAULT_INTEGRATION]
+    kind = KIND_OF_ALGORITHM[alg]
     kid = header.get("kid")
+    usable = [k for k in integration.by_alg.get(alg, ()) if k.usable(now)]
     if kid is None:
-        usable = snap.usable(kind, now)
         if not usable:
             raise TokenError("security_not_configured", kind=kind)
         return usable
     entry = snap.by_kid.get(kid)
-    if entry is None and not snap.usable(kind, now):
+    if entry is None and not usable:
         # Nothing could verify this token whatever its kid: the real fix is a key.
         raise TokenError("security_not_configured", kind=kind)
-    if entry is None or entry.kind == KeyKind.SERVICE_KEY:
+    if (
+        entry is None
+        or entry.kind == KeyKind.SERVICE_KEY
+        or entry.integration != integration.name  # a key of another integration (§13)
+    ):
         raise TokenError("unknown_key", f"no signing key has kid {kid[:80]!r}", kid=kid)
-    if entry.kind != kind:
+    if entry.alg != alg:
         raise TokenError(
             "algorithm_not_allowed",
-            f"kid {kid} names a {entry.kind.replace('_', ' ')}, not usable with {header['alg']}",
-            alg=header["alg"],
+            f"kid {kid} names a {entry.kind.replace('_', ' ')} ({entry.alg}), not usable "
+            f"with {alg}",
+            alg=alg,
             kid=kid,
         )
     if not entry.usable(now):
@@ -186,20 +240,13 @@ def check_times(
     return exp, nbf, iat
 
 
-def _accepted(expected: Any) -> tuple[Any, ...]:
-    """AUDIENCE/ISSUER as a tuple; a value E009 rejects accepts nothing (fail closed)."""
-    if isinstance(expected, str):
-        return (expected,)
-    return tuple(expected) if isinstance(expected, list | tuple) else ()
-
-
-def _check_expected(claims: dict[str, Any], name: str, expected: Any) -> None:
-    if expected is None:
+def _check_expected(claims: dict[str, Any], name: str, accepted: tuple[str, ...] | None) -> None:
+    """``aud``/``iss`` against what the integration accepts (None: not checked)."""
+    if accepted is None:
         return
     if name not in claims:
         raise TokenError("missing_claim", f"the token has no {name} claim", claim=name)
     value = claims[name]
-    accepted = _accepted(expected)
     if name == "aud" and isinstance(value, list) and all(isinstance(v, str) for v in value):
         if any(v in accepted for v in value):
             return
@@ -230,33 +277,43 @@ def user_id_of(claims: dict[str, Any]) -> str:
     return value
 
 
-def check_revocation(user_id: str, claims: dict[str, Any], snap: Snapshot) -> None:
+def check_revocation(
+    user_id: str, claims: dict[str, Any], snap: Snapshot, user_space: str = "default"
+) -> None:
     """Step 8's user revocation: ``iat`` before the latest one, or no ``iat`` and an
-    ``exp`` after the first one (or none). Times were checked to be numbers (step 6)."""
-    if not snap.revoked_users:  # the usual case: nobody revoked
+    ``exp`` after the first one (or none), in the token's user space. Times were
+    checked to be numbers (step 6)."""
+    if not snap.has_revocations():  # the usual case: nobody revoked
         return
-    revoked_at = snap.revocation_refusing(user_id, claims.get("iat"), claims.get("exp"))
+    revoked_at = snap.revocation_refusing(user_id, claims.get("iat"), claims.get("exp"), user_space)
     if revoked_at is not None:
         raise TokenError("token_revoked", revoked_at=revoked_at)
 
 
 def _verify_full(
-    token: str | bytes | None, session_subject: str | None
+    token: str | bytes | None,
+    session_subject: Subject,
+    names: Sequence[str] = DEFAULT,
 ) -> tuple[Remembered, float]:
-    """Steps 1–8 for a token not remembered: the record to remember and the time."""
+    """Steps 1–8 for a token not remembered: the record to remember and the time.
+
+    ``names``: the integrations serving where the token came (SPEC §13); the
+    token's ``iss`` picks among several before anything else is checked.
+    """
     parsed = parse(token)
-    kind = check_algorithm(parsed.header)
+    alg = check_algorithm(parsed.header)
     snap = keyring.get_snapshot()
+    integration = select(snap.integrations, names, parsed.claims)
     now = clock.now()
-    entry = match_signature(parsed, candidate_keys(parsed.header, kind, snap, now))
+    entry = match_signature(parsed, candidate_keys(parsed.header, alg, snap, now, integration))
     claims = parsed.claims
     exp, nbf, iat = check_times(claims, now)
-    user_id = _check_identity(claims, session_subject, snap)
+    user_id = _check_identity(claims, session_subject, snap, integration)
     private = service_key = None
     if "user_payload" in claims:
         from .payload import decrypt_with_key
 
-        private, service_key = decrypt_with_key(claims["user_payload"], snap, now)
+        private, service_key = decrypt_with_key(claims["user_payload"], snap, now, integration.name)
     nested = parsed.nested or type(private) in CONTAINERS
     # The latest of nbf and iat (-inf: neither), as Remembered.times_pass wants it.
     not_before = -math.inf if nbf is None else nbf
@@ -264,45 +321,70 @@ def _verify_full(
         not_before = iat
     remembered = Remembered(
         snap.keyset, parsed.header, claims, entry, user_id, private, service_key, nested,
-        exp, not_before,
+        exp, not_before, integration.name, integration.user_space,
     )  # fmt: skip
     if isinstance(token, str):
         remembered.cost = cost_of(token, parsed, private)
     return remembered, now
 
 
-def _check_identity(claims: dict[str, Any], session_subject: str | None, snap: Snapshot) -> str:
+def _check_identity(
+    claims: dict[str, Any],
+    session_subject: Subject,
+    snap: Snapshot,
+    integration: IntegrationEntry,
+) -> str:
     """Steps 6–8 after the times: aud/iss, the user id, the session's subject, revocation."""
-    _check_expected(claims, "aud", app_settings.AUDIENCE)
-    _check_expected(claims, "iss", app_settings.ISSUER)
+    _check_expected(claims, "aud", integration.audiences)
+    _check_expected(claims, "iss", integration.issuers)
     user_id = user_id_of(claims)
-    _check_subject_and_revocation(user_id, claims, session_subject, snap)
+    _check_subject_and_revocation(user_id, claims, session_subject, snap, integration.user_space)
     return user_id
 
 
 def _check_subject_and_revocation(
-    user_id: str, claims: dict[str, Any], session_subject: str | None, snap: Snapshot
+    user_id: str,
+    claims: dict[str, Any],
+    session_subject: Subject,
+    snap: Snapshot,
+    user_space: str,
 ) -> None:
     """Step 8: what the session and the store say now (a remembered token too)."""
-    if session_subject is not None and session_subject != user_id:
-        raise TokenError("subject_changed", bound=session_subject)
-    check_revocation(user_id, claims, snap)
+    bound = (
+        session_subject.get(user_space) if isinstance(session_subject, dict) else session_subject
+    )
+    if bound is not None and bound != user_id:
+        raise TokenError("subject_changed", bound=bound)
+    check_revocation(user_id, claims, snap, user_space)
+
+
+def _names(integration: str | Sequence[str] | None) -> Sequence[str]:
+    if integration is None:
+        return DEFAULT
+    if isinstance(integration, str):
+        return (integration,)
+    return tuple(integration) or DEFAULT
 
 
 def verify(
     token: str | bytes | None,
     *,
-    session_subject: str | None = None,
+    session_subject: Subject = None,
     count_use: bool = True,
+    integration: str | Sequence[str] | None = None,
 ) -> VerifiedToken:
     """Verify ``token`` (SPEC §3). Raises :class:`TokenError` with the §4 code.
 
-    ``session_subject`` is the user id the chat session is bound to, if any.
+    ``integration``: the integration whose keys and rules apply (default
+    ``default``), or the names of several that serve where the token came, of
+    which the token's ``iss`` picks one (SPEC §13; ``unknown_issuer``).
+    ``session_subject`` is the user id the chat session is bound to, if any
+    (in the user space of the integration that accepts the token).
     Raises :class:`~chat_security.exceptions.KeyStoreUnavailable` when the
     key store cannot be read. The result's header, claims and private are
     deep copies: see :class:`VerifiedToken`.
     """
-    result, now = verify_at(token, session_subject)
+    result, now = verify_at(token, session_subject, integration=_names(integration))
     if count_use:
         usage.record_use(result.kid, now)
     return result
@@ -310,9 +392,10 @@ def verify(
 
 def verify_at(
     token: str | bytes | None,
-    session_subject: str | None = None,
+    session_subject: Subject = None,
     snap: Snapshot | None = None,
     now: float | None = None,
+    integration: Sequence[str] = DEFAULT,
 ) -> tuple[VerifiedToken, float]:
     """:func:`verify` without counting the use; also returns the time it verified at.
 
@@ -334,30 +417,53 @@ def verify_at(
             and hit.key.usable(now)
             and (hit.service_key is None or hit.service_key.usable(now))
         ):
-            if not hit.times_pass(now):
-                check_times(hit.claims, now)  # raises the precise code
-            _check_subject_and_revocation(hit.user_id, hit.claims, session_subject, snap)
-            return VerifiedToken._sharing(hit, hit.key.usable_state(now)), now
-        forget_verified()
-    hit, now = _verify_full(token, session_subject)
+            # The same keyset means the same integrations: the one that judged it
+            # judges it here too, if it is the one this place selects.
+            if (
+                integration[0] if len(integration) == 1 else _selected(snap, integration, hit)
+            ) == hit.integration:
+                if not hit.times_pass(now):
+                    check_times(hit.claims, now)  # raises the precise code
+                _check_subject_and_revocation(
+                    hit.user_id, hit.claims, session_subject, snap, hit.user_space
+                )
+                return VerifiedToken._sharing(hit, hit.key.usable_state(now)), now
+        else:
+            forget_verified()
+    hit, now = _verify_full(token, session_subject, integration)
     if hit.cost:
         remember(token, hit)  # type: ignore[arg-type]  # a str: it has a cost
     return VerifiedToken._sharing(hit, hit.key.usable_state(now)), now
 
 
+def _selected(snap: Snapshot, names: Sequence[str], hit: Remembered) -> str | None:
+    try:
+        return select(snap.integrations, names, hit.claims).name
+    except TokenError:
+        return None  # verified again in full, which raises the code
+
+
 # -- issuing ------------------------------------------------------------------------
 
 
-def issue(sub: str, claims: dict[str, Any] | None = None, ttl: float | None = None) -> str:
-    """Sign a token for ``sub`` with the active secret (``kid`` in the header).
+def issue(
+    sub: str,
+    claims: dict[str, Any] | None = None,
+    ttl: float | None = None,
+    integration: str = DEFAULT_INTEGRATION,
+) -> str:
+    """Sign a token for ``sub`` with the integration's active signing key (``kid`` in the header).
 
-    Extra ``claims`` are included as given; ``sub``, ``iat`` and ``exp`` are set
-    here. Raises ChatSecurityError when no active secret exists or ``ttl`` is
-    outside 1 s … MAX_TOKEN_LIFETIME. Never hands out a token its own verifier
-    would refuse: a bad ``sub``, a claim that is no standard JSON value (a
-    ``datetime``, NaN) or an ``iss`` that is no string is TokenError(invalid_claim),
-    and the signed token goes through the verifier's own steps (not remembered as
-    verified, no use counted), whose refusal is raised with its SPEC §4 code.
+    The active signing key pair (RS256 or ES256) when the integration has one,
+    else its active secret (HS256). Extra ``claims`` are included as given;
+    ``sub``, ``iat`` and ``exp`` are set here, and the integration's ``iss`` and
+    ``aud`` when it has them and the claims do not. Raises ChatSecurityError
+    when it has no active key or ``ttl`` is outside 1 s … MAX_TOKEN_LIFETIME.
+    Never hands out a token its own verifier would refuse: a bad ``sub``, a
+    claim that is no standard JSON value (a ``datetime``, NaN) or an ``iss``
+    that is no string is TokenError(invalid_claim), and the signed token goes
+    through the verifier's own steps (not remembered as verified, no use
+    counted), whose refusal is raised with its SPEC §4 code.
     """
     ttl = app_settings.DEFAULT_TOKEN_TTL if ttl is None else ttl
     limit = app_settings.MAX_TOKEN_LIFETIME
@@ -365,30 +471,39 @@ def issue(sub: str, claims: dict[str, Any] | None = None, ttl: float | None = No
         raise ChatSecurityError(f"ttl must be between 1 and {int(limit)} seconds")
     user_id_of({"sub": sub})
     snap = keyring.get_snapshot()
+    owner = snap.integrations.get(integration)
+    if owner is None:
+        raise KeyStateError(f"no integration named {integration!r}")
     now = clock.now()
-    active = [k for k in snap.usable(KeyKind.SECRET, now) if k.state(now) == "active"]
-    if not active:
-        raise KeyStateError("no active signing secret; run generate-secret first")
-    key = active[0]
-    if key.verify_key is None:
-        raise KeyUnreadable([key.kid])
+    key = signing_key(snap, owner, now)
     iat: float = int(now)
-    if snap.revocation_refusing(sub, iat, None) is not None:
+    if snap.revocation_refusing(sub, iat, None, owner.user_space) is not None:
         # The user was revoked earlier in this very second: a whole-second iat
         # would make this fresh token look older than the revocation.
         iat = now
     payload = {**(claims or {}), "sub": sub, "iat": iat, "exp": int(now) + int(ttl)}
     payload.pop("userId", None)
-    for name, expected in (("aud", app_settings.AUDIENCE), ("iss", app_settings.ISSUER)):
-        accepted = _accepted(expected)
-        if expected is not None and name not in payload and accepted:
-            payload[name] = accepted[0]  # our own tokens must pass our own checks
+    for name, value in (("aud", owner.audience), ("iss", owner.issuer)):
+        if value is not None and name not in payload:
+            payload[name] = value  # our own tokens must pass our own checks
     token = _sign(payload, key)
     # The same steps as every reader, so it raises the code they would get. Not
     # verify_at: an issued token is not a presented one, and must not push the
     # tokens clients do present out of the verified-token memory.
-    _verify_full(token, None)
+    _verify_full(token, None, (owner.name,))
     return token
+
+
+def signing_key(snap: Snapshot, owner: IntegrationEntry, now: float) -> KeyEntry:
+    """The key ``issue`` signs with: the active signing key pair, else the active secret."""
+    for kind in (KeyKind.SIGNING_KEY, KeyKind.SECRET):
+        active = [k for k in owner.by_alg.get(kind, ()) if k.state(now) == "active"]
+        if active:
+            if active[0].verify_key is None:
+                raise KeyUnreadable([active[0].kid])
+            return active[0]
+    where = "" if owner.name == DEFAULT_INTEGRATION else f" --integration {owner.name}"
+    raise KeyStateError(f"no active signing secret; run generate-secret{where} first")
 
 
 class _StandardJSON(json.JSONEncoder):
@@ -403,22 +518,23 @@ class _StandardJSON(json.JSONEncoder):
 _UNSIGNABLE = (TypeError, ValueError, RecursionError)
 
 
-def _encode(payload: dict[str, Any], key: KeyEntry) -> str:
+def _encode(payload: dict[str, Any], key: KeyEntry, material: Any) -> str:
     return jwt.encode(
-        payload, key.verify_key, algorithm="HS256", headers={"kid": key.kid},
+        payload, material, algorithm=key.alg or "HS256", headers={"kid": key.kid},
         json_encoder=_StandardJSON,
     )  # fmt: skip
 
 
 def _sign(payload: dict[str, Any], key: KeyEntry) -> str:
     """``payload`` signed, or TokenError(invalid_claim) naming the claim (never its value)."""
+    material = key.signing_pem() if key.kind == KeyKind.SIGNING_KEY else key.verify_key
     try:
-        return _encode(payload, key)
+        return _encode(payload, key, material)
     except _UNSIGNABLE as exc:
         # Their messages are not ours to show: name the claim that fails alone instead.
         for name, value in payload.items():
             try:
-                _encode({name: value}, key)
+                _encode({name: value}, key, material)
             except _UNSIGNABLE:
                 label = repr(str(name)[:40])
                 why = "must be a string" if name == "iss" else "is not a standard JSON value"

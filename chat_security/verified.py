@@ -46,9 +46,11 @@ class VerifiedToken:
         key_kind: str,
         key_state: str,
         private: Any = None,
+        integration: str = "default",
+        user_space: str = "default",
     ) -> None:
         self._src: Remembered | _Given = _Given(
-            user_id, header, claims, private, _KeyName(kid, key_kind)
+            user_id, header, claims, private, _KeyName(kid, key_kind), integration, user_space
         )
         self._state = key_state
         self._copies: dict[str, Any] | None = None
@@ -91,6 +93,16 @@ class VerifiedToken:
         return self._state
 
     @property
+    def integration(self) -> str:
+        """The name of the integration whose keys and rules accepted it (SPEC §13)."""
+        return self._src.integration
+
+    @property
+    def user_space(self) -> str:
+        """The user space its user id belongs to (contacts, revocations, the session)."""
+        return self._src.user_space
+
+    @property
     def header(self) -> dict[str, Any]:
         header: dict[str, Any] = self._own("header")
         return header
@@ -123,12 +135,15 @@ class VerifiedToken:
         return (
             f"VerifiedToken(user_id={self.user_id!r}, header={self.header!r}, "
             f"claims={self.claims!r}, kid={self.kid!r}, key_kind={self.key_kind!r}, "
-            f"key_state={self.key_state!r})"
+            f"key_state={self.key_state!r}, integration={self.integration!r})"
         )
 
 
 #: VerifiedToken's fields, in the order pickling stores them.
-_FIELDS = ("user_id", "header", "claims", "kid", "key_kind", "key_state", "private")
+_FIELDS = (
+    "user_id", "header", "claims", "kid", "key_kind", "key_state", "private", "integration",
+    "user_space",
+)  # fmt: skip
 
 
 def _rebuild(*fields: Any) -> VerifiedToken:
@@ -150,6 +165,8 @@ class _Given:
     claims: dict[str, Any]
     private: Any
     key: _KeyName
+    integration: str
+    user_space: str
     nested: bool = True  # unknown: copy all the way down
 
 
@@ -178,6 +195,9 @@ class Remembered:
     #: none) and the latest of ``nbf`` and ``iat`` (-inf: neither)
     exp: float | None
     not_before: float
+    #: the integration that judged it, and its user space
+    integration: str = "default"
+    user_space: str = "default"
     #: what the entry is charged in the memory (:func:`cost_of`)
     cost: int = 0
 

@@ -271,7 +271,16 @@ def _every_code(clock, secret_pair) -> dict[str, tuple[str, ...]]:
         "subject_changed": ("verify", sign(ok), "--session-subject", "someone-else"),
         "token_revoked": ("verify", revoked),
         "payload_decryption_failed": ("verify", sign({**ok, "user_payload": "garbage"})),
+        "unknown_issuer": _unknown_issuer(sign, ok),
     }
+
+
+def _unknown_issuer(sign, ok) -> tuple[str, ...]:
+    """``verify --integration`` names two integrations; the token's iss names neither."""
+    cli("integration", "add", "ios", "--issuer", "https://ios.example")
+    cli("integration", "add", "android", "--issuer", "https://android.example")
+    token = sign({**ok, "iss": "https://web.example"})
+    return ("verify", token, "--integration", "ios", "--integration", "android")
 
 
 @pytest.mark.parametrize("code", [c for c in ERROR_CODES if c != "security_not_configured"])

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from chat_security import checks
-from chat_security.models import Key, SecurityConfig
+from chat_security.models import Integration, Key, SecurityConfig
 
 
 def deploy_ids(*, database: bool) -> set[str]:
@@ -88,9 +88,9 @@ def test_an_unmigrated_key_store_is_w007(monkeypatch):
     from django.db import DatabaseError
 
     def broken(*args, **kwargs):
-        raise DatabaseError("no such table: chat_security_securityconfig\nmore")
+        raise DatabaseError("no such table: chat_security_integration\nmore")
 
-    monkeypatch.setattr(SecurityConfig.objects, "filter", broken)
+    monkeypatch.setattr(Integration.objects, "filter", broken)
     messages = checks.check_deploy_key_store(databases=["default"])
     assert [m.id for m in messages] == ["chat_security.W007"]
     assert "no such table" in messages[0].msg and "\n" not in messages[0].msg

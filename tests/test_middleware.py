@@ -19,7 +19,7 @@ from chat_security import keyring, middleware, tokens, usage, verified
 from chat_security.exceptions import ERROR_CODES, KeyStoreUnavailable
 from chat_security.identity_types import ChatIdentity
 from chat_security.middleware import ChatSecurityMiddleware, bearer_token
-from chat_security.models import Key, RevokedUser, SecurityConfig
+from chat_security.models import Integration, Key, RevokedUser, SecurityConfig
 from chat_security.session import SUBJECT_SESSION_KEY
 from chat_security.values import ANONYMOUS_ID_RE
 from tests import chat_helpers
@@ -69,6 +69,14 @@ def _revoked(s, c):
     return "Bearer " + token
 
 
+def _unknown_issuer(s, c):
+    """Two more integrations without an issuer on the same path: a token without iss
+    could be for any of three (SPEC §13)."""
+    for name in ("ios", "android"):
+        Integration.objects.add(name, paths=["/chat/api/"])
+    return "Bearer " + _valid(s, c)
+
+
 CASES = {
     "missing_token": lambda s, c: None,
     "token_too_large": lambda s, c: "Bearer " + "a" * 8193,
@@ -93,6 +101,7 @@ CASES = {
     "invalid_claim": lambda s, c: "Bearer " + _valid(s, c, sub=12345),
     "token_revoked": _revoked,
     "payload_decryption_failed": lambda s, c: "Bearer " + _valid(s, c, user_payload="not-a-jwe"),
+    "unknown_issuer": _unknown_issuer,
 }
 
 

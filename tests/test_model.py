@@ -317,6 +317,7 @@ class FakeSocket:
         self.identity = type("Identity", (), {"kid": kid})()
         self.checked_against = snapshot
         self.closed_with: str | None = None
+        self.integrations = ("default",)
 
     async def refuse(self, error: TokenError) -> None:
         self.closed, self.closed_with = True, error.code

@@ -11,7 +11,7 @@ import pytest
 from django.db import transaction
 
 from chat_security import keyring
-from chat_security.models import Key, RevokedUser, SecurityConfig
+from chat_security.models import Integration, Key, RevokedUser, SecurityConfig
 
 
 def version() -> int:
@@ -41,10 +41,22 @@ def test_a_full_save_of_a_stale_config_row_never_moves_the_version_back():
     stale = SecurityConfig.load()
     RevokedUser.objects.revoke("someone", "cli")
     after_revoke = version()
-    stale.enabled = False
+    stale.changed_by = "someone else"
     stale.save()  # a plain save, e.g. from third-party code
     assert version() > after_revoke
-    assert SecurityConfig.objects.get(pk=1).enabled is False
+    assert SecurityConfig.objects.get(pk=1).changed_by == "someone else"
+
+
+@pytest.mark.django_db
+def test_a_plain_save_of_an_integration_moves_the_version():
+    """An integration's switch, issuer or paths edited outside the manager (the
+    Django shell, third-party code) still reaches every worker."""
+    SecurityConfig.load()
+    default = Integration.objects.default()
+    before = version()
+    default.enabled = False
+    default.save()
+    assert version() > before
 
 
 @pytest.mark.django_db(transaction=True)

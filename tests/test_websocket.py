@@ -26,7 +26,7 @@ from django.db.utils import OperationalError
 
 from chat_security import keyring, propagation, tokens, websocket
 from chat_security.exceptions import ERROR_CODES, KeyStoreUnavailable
-from chat_security.models import Key, RevokedUser, SecurityConfig
+from chat_security.models import Integration, Key, RevokedUser, SecurityConfig
 from chat_security.session import SUBJECT_SESSION_KEY
 from tests import chat_helpers
 from tests.chat_helpers import chat_settings, security_off, sign
@@ -84,6 +84,14 @@ def _revoked(s, c):
     return token
 
 
+def _unknown_issuer(s, c):
+    """A socket that takes the tokens of two integrations; the token's iss names neither."""
+    Integration.objects.add("ios", issuer="https://ios.example")
+    Integration.objects.add("android", issuer="https://android.example")
+    Key.objects.generate_secret(integration="ios")  # a key here: not security_not_configured
+    return _valid(s, c, iss="https://web.example")
+
+
 CASES = {
     "missing_token": lambda s, c: "",
     "token_too_large": lambda s, c: "a" * 8193,
@@ -105,6 +113,7 @@ CASES = {
     "subject_changed": _valid,  # the session is bound to someone else (below)
     "token_revoked": _revoked,
     "payload_decryption_failed": lambda s, c: _valid(s, c, user_payload="not-a-jwe"),
+    "unknown_issuer": _unknown_issuer,
 }
 
 
@@ -129,6 +138,8 @@ async def test_every_code_closes_4401_by_both_transports(code, via, secret, cloc
     app, headers = guarded(), None
     if code == "subject_changed":
         app, headers = guarded_with_session(), await in_db(_session, "someone-else")
+    if code == "unknown_issuer":
+        app = guarded(integrations=["ios", "android"])
     overrides = {}
     if code == "missing_token" and via == "subprotocol":
         token, overrides = None, {"WEBSOCKET_IDENTIFY_TIMEOUT": 0.2}  # offered no token at all
@@ -622,6 +633,7 @@ class _Socket:
         self.identity = type("Identity", (), {"kid": kid})()
         self.checked_against = keyring.get_snapshot()
         self.refused: list[str] = []
+        self.integrations = ("default",)
 
     async def refuse(self, error):
         self.refused.append(error.code)
@@ -714,7 +726,8 @@ def _changed_elsewhere(**fields) -> None:
     """A write made by another process: no signal here, only the version moves (and the
     shared cache's change counter, as every writer announces its commit; a no-op with a
     cache local to the process)."""
-    SecurityConfig.objects.filter(pk=1).update(version=F("version") + 1, **fields)
+    Integration.objects.filter(name="default").update(**fields)
+    SecurityConfig.objects.filter(pk=1).update(version=F("version") + 1)
     propagation.announce()
 
 

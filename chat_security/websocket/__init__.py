@@ -49,6 +49,9 @@ Channels' own ``AuthMiddlewareStack``), import it in ``asgi.py`` after
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from ..integrations import DEFAULT
 from ..placement import QUERY_TOKEN_NAMES, query_has_token
 from .connection import Connection
 from .protocol import (
@@ -109,12 +112,25 @@ class ChatSecurityWebSocketMiddleware:
     rather than copying its fields at connect. Other scope types pass through.
     """
 
-    def __init__(self, inner: ASGIApp, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+    def __init__(
+        self,
+        inner: ASGIApp,
+        *,
+        integrations: Sequence[str] | None = None,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+    ) -> None:
         self.inner = inner
         self.max_frame_bytes = max_frame_bytes
+        if isinstance(integrations, str):
+            raise TypeError("integrations is a list of names: integrations=['ios']")
+        #: the integrations whose tokens this socket takes (SPEC §13); the token's
+        #: iss picks one when there are several
+        self.integrations = tuple(integrations or ()) or DEFAULT
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "websocket":
             await self.inner(scope, receive, send)
             return
-        await Connection(self.inner, self.max_frame_bytes, scope, receive, send).run()
+        await Connection(
+            self.inner, self.max_frame_bytes, scope, receive, send, self.integrations
+        ).run()

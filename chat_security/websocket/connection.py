@@ -20,9 +20,10 @@ from .. import clock, keyring, tokens, usage
 from ..conf import app_settings
 from ..exceptions import KeyStoreUnavailable, KeyUnreadable, TokenError
 from ..identity_types import ChatIdentity
+from ..integrations import DEFAULT, DEFAULT_USER_SPACE
 from ..log import get_logger, where
 from ..placement import query_has_token
-from ..session import bind_subject, bound_subject, existing_session
+from ..session import bind_subject, bound_subjects, existing_session
 from .protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_REFUSED,
@@ -52,9 +53,9 @@ _FAILED: Any = object()
 _THREAD: Any = object()
 
 
-def _bind(session: Any, user_id: str) -> None:
+def _bind(session: Any, user_id: str, user_space: str) -> None:
     """Bind the chat session to its first verified user, as the HTTP middleware does."""
-    if not bind_subject(session, user_id):
+    if not bind_subject(session, user_id, user_space):
         return
     try:
         session.save()  # Channels saves nothing by itself
@@ -84,9 +85,17 @@ def _replace_identity(target: ChatIdentity, source: ChatIdentity) -> None:
 
 class Connection:
     def __init__(
-        self, inner: ASGIApp, frame_limit: int, scope: Scope, receive: Receive, send: Send
+        self,
+        inner: ASGIApp,
+        frame_limit: int,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        integrations: tuple[str, ...] = DEFAULT,
     ) -> None:
         self.inner, self.frame_limit = inner, frame_limit
+        #: the integrations this socket's middleware serves (SPEC §13)
+        self.integrations = integrations
         self.receive, self.send = receive, send
         subprotocols = list(scope.get("subprotocols") or ())
         self.offered = SUBPROTOCOL in subprotocols
@@ -96,6 +105,7 @@ class Connection:
         self.identity: ChatIdentity | None = None
         self.token: str | None = None
         self.subject: str | None = None  # the first verified user id binds the connection
+        self.subject_space = DEFAULT_USER_SPACE  # ... in its user space
         self.expires_at: float | None = None
         self.refresh_at: int | None = None
         self.expiring_sent = False
@@ -143,21 +153,30 @@ class Connection:
         # Read before verifying: if the engine then uses a newer one, the watcher
         # merely checks this socket once more.
         snapshot = self._checking = keyring.get_snapshot()
-        if snapshot.enabled and not snapshot.can_verify(clock.now()):
-            usage.count_request("security_not_configured")
-            raise tokens.not_configured()  # SPEC §5: the one thing to fix, token or not
+        try:
+            # SPEC §5: security_not_configured is the one thing to fix, token or not
+            required = tokens.token_required(snapshot, self.integrations, clock.now())
+        except TokenError as exc:
+            usage.count_request(exc.code)
+            raise
         if token is None:
-            if snapshot.enabled:
+            if required:
                 return None
             usage.count_request("unsigned")
             return ChatIdentity.anonymous_visitor(anonymous_id(self.scope))
         session = existing_session(self.scope.get("session"))
+        bound = bound_subjects(session) or {}
+        if self.subject is not None:
+            bound[self.subject_space] = self.subject
         try:
-            result = tokens.verify(token, session_subject=self.subject or bound_subject(session))
+            result = tokens.verify(token, session_subject=bound, integration=self.integrations)
+            if self.subject is not None and result.user_space != self.subject_space:
+                # A user of another user space is another user, whatever the id.
+                raise TokenError("subject_changed", bound=self.subject)
         except TokenError as exc:
             usage.count_request(exc.code)
             raise
-        _bind(session, result.user_id)
+        _bind(session, result.user_id, result.user_space)
         usage.count_request("signed")
         return ChatIdentity.verified(result)
 
@@ -214,6 +233,7 @@ class Connection:
         self.token = token
         if not identity.anonymous and self.subject is None:
             self.subject = identity.user_id
+            self.subject_space = identity.user_space
         self.expires_at, self.refresh_at = token_times(identity.claims, clock.now())
 
     async def await_identify(self) -> bool:

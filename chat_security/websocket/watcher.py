@@ -39,9 +39,10 @@ async def _read_snapshot() -> Any:
 
 
 def recheck_tokens(
-    entries: list[tuple[str | None, str | None, str | None]],
+    entries: list[tuple[str | None, str | None, str | None, tuple[str, ...]]],
 ) -> tuple[Any, list[TokenError | KeyStoreUnavailable | None]]:
-    """Re-verify open connections' ``(token, bound subject, kid that verified it)``.
+    """Re-verify open connections' ``(token, bound subject, kid that verified it,
+    integrations served)``.
 
     Returns the snapshot they were checked against and, per connection,
     ``None`` (still fine) or the error to close it with. A token unchanged
@@ -54,14 +55,12 @@ def recheck_tokens(
     snapshot = keyring.get_snapshot()
     now = clock.now()
     verdicts: list[TokenError | KeyStoreUnavailable | None] = []
-    for token, subject, kid in entries:
+    for token, subject, kid, names in entries:
         try:
             if token is not None:
                 _check_key(snapshot, kid, now)
-                tokens.verify(token, session_subject=subject, count_use=False)
-            elif snapshot.enabled and not snapshot.can_verify(now):
-                raise tokens.not_configured()
-            elif snapshot.enabled:
+                tokens.verify(token, session_subject=subject, count_use=False, integration=names)
+            elif tokens.token_required(snapshot, names, now):  # or security_not_configured
                 raise TokenError("missing_token", "web chat security was switched on; identify")
             verdicts.append(None)
         except (TokenError, KeyStoreUnavailable) as exc:  # the latter: its service key
@@ -88,6 +87,7 @@ class Watched(Protocol):
     subject: str | None  # the user id bound to the socket
     identity: Any  # its ChatIdentity (``kid``), None until identified
     checked_against: Any  # the key snapshot it was last verified against
+    integrations: tuple[str, ...]  # the integrations its middleware serves
 
     async def refuse(self, exc: TokenError) -> None: ...
 
@@ -154,7 +154,7 @@ class Watcher:
     async def recheck(self, stale: list[Watched]) -> None:
         identified = [(c, c.token, i) for c in stale if (i := c.identity) is not None]
         checked = [(c, token) for c, token, _ in identified]
-        entries = [(token, c.subject, i.kid) for c, token, i in identified]
+        entries = [(token, c.subject, i.kid, c.integrations) for c, token, i in identified]
         snapshot, verdicts = await database_sync_to_async(recheck_tokens)(entries)
         for (connection, token), error in zip(checked, verdicts, strict=True):
             if connection.token != token:

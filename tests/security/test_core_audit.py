@@ -172,8 +172,8 @@ _RACE = textwrap.dedent(
         Key.objects.generate_secret()
     read_active = models.KeyManager._lock_active
 
-    def slow(self, kind):
-        rows = read_active(self, kind)
+    def slow(self, kind, owner):
+        rows = read_active(self, kind, owner)
         time.sleep(0.5)  # widen the window between reading the active key and writing
         return rows
 
