@@ -12,6 +12,7 @@ from "this was never signed by us". Nothing here stores or logs the token.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,8 @@ from .exceptions import (
     KeyUnreadable,
     TokenError,
 )
-from .keyring import KIND_OF_ALGORITHM, KeyEntry
+from .integrations import select
+from .keyring import KINDS_OF_ALGORITHM, KeyEntry
 from .models import KeyKind, KeyState
 from .timefmt import human_duration, relative, utc
 from .verified import VerifiedToken
@@ -41,12 +43,14 @@ KIND_LABELS: dict[str, str] = {
     KeyKind.SECRET: "signing secret",
     KeyKind.PUBLIC_KEY: "public key",
     KeyKind.SERVICE_KEY: "service key",
+    KeyKind.SIGNING_KEY: "site signing key",
 }
 STATE_WORDS: dict[str, str] = {
     KeyState.ACTIVE: "active",
     KeyState.GRACE: "in grace",
     KeyState.RETIRED: "retired",
     KeyState.REVOKED: "revoked",
+    KeyState.STAGED: "staged",
 }
 UNAVAILABLE = "unavailable"
 #: preview entries shown in their own sections rather than as field rows
@@ -97,6 +101,7 @@ class Signer:
     kind: str
     state: str
     since: str | None  # when it stopped being accepted, or grace end
+    integration: str = "default"
 
     @property
     def kind_label(self) -> str:
@@ -130,6 +135,8 @@ class Diagnosis:
     user_id: str | None = None
     identity: dict[str, Any] | None = None
     private_keys: list[str] = field(default_factory=list)
+    #: the integration whose keys and rules judged it (SPEC §13), when one was found
+    integration: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -178,15 +185,19 @@ def find_signer(
     Retired and revoked keys are loaded from the store for this search only;
     the kids of keys that cannot be decrypted are appended to ``unreadable``.
     """
-    kind = KIND_OF_ALGORITHM.get(parsed.header.get("alg", ""))
-    if kind is None or not parsed.signature:
+    alg = parsed.header.get("alg", "")
+    kinds = KINDS_OF_ALGORITHM.get(alg)
+    if kinds is None or not parsed.signature:
         return None
+    entries: list[KeyEntry] = []
     try:
-        entries, failed = keyring.signer_entries(kind)
+        for kind in kinds:  # every integration's: a key of another one is named as such
+            found, failed = keyring.signer_entries(kind)
+            entries += [e for e in found if e.alg == alg]
+            if unreadable is not None:
+                unreadable.extend(failed)
     except DatabaseError as exc:
         raise KeyStoreUnavailable("the chat key store cannot be read") from exc
-    if unreadable is not None:
-        unreadable.extend(failed)
     kid = parsed.header.get("kid")
     entries.sort(key=lambda e: e.kid != kid)  # the kid is the likeliest candidate: try it first
     try:
@@ -200,11 +211,12 @@ def _signer(entry: KeyEntry, now: float) -> Signer:
     state = entry.state(now)
     if state == KeyState.GRACE:
         since = entry.grace_until
-    elif state == KeyState.ACTIVE:
+    elif state in (KeyState.ACTIVE, KeyState.STAGED):
         since = None
     else:
         since = entry.stopped_at()
-    return Signer(entry.kid, entry.kind, state, utc(since) if since is not None else None)
+    when = utc(since) if since is not None else None
+    return Signer(entry.kid, entry.kind, state, when, entry.integration)
 
 
 # -- hints --------------------------------------------------------------------------
@@ -343,17 +355,38 @@ def displayable(value: Any) -> Any:
     return value
 
 
-def diagnose(token: str) -> Diagnosis:
-    """Verify ``token`` like the middleware would and explain the outcome, ready to show."""
-    return _displayable(_diagnose(token))
+def diagnose(token: str, integration: str | Sequence[str] | None = None) -> Diagnosis:
+    """Verify ``token`` like the middleware would and explain the outcome, ready to show.
+
+    ``integration``: the one to judge it by, or several of which its ``iss``
+    picks one (SPEC §13); None: every integration of the site (by ``iss``).
+    """
+    return _displayable(_diagnose(token, integration))
 
 
-def explain_failure(exc: TokenError, token: str | bytes) -> Diagnosis:
+def all_integrations() -> tuple[str, ...]:
+    """Every integration's name (``default`` first): what ``iss`` picks from when the
+    tester or the CLI is not told which one."""
+    try:
+        return tuple(keyring.get_snapshot().integrations)
+    except KeyStoreUnavailable:
+        return ("default",)
+
+
+def explain_failure(
+    exc: TokenError, token: str | bytes, integration: str | Sequence[str] | None = None
+) -> Diagnosis:
     """Explain the refusal ``exc`` that ``tokens.verify`` raised for ``token``, as the
     tester would: for callers that verify themselves (the CLI's ``verify``)."""
     if isinstance(token, bytes):
         token = token.decode("utf-8", "replace")
-    return _displayable(_explain_failure(exc, token, clock.now()))
+    return _displayable(_explain_failure(exc, token, clock.now(), _names(integration)))
+
+
+def _names(integration: str | Sequence[str] | None) -> tuple[str, ...]:
+    if integration is None:
+        return all_integrations()
+    return (integration,) if isinstance(integration, str) else tuple(integration)
 
 
 def _displayable(diag: Diagnosis) -> Diagnosis:
@@ -362,10 +395,11 @@ def _displayable(diag: Diagnosis) -> Diagnosis:
     return diag
 
 
-def _diagnose(token: str) -> Diagnosis:
+def _diagnose(token: str, integration: str | Sequence[str] | None) -> Diagnosis:
     now = clock.now()
+    names = _names(integration)
     try:
-        result = tokens.verify(token, count_use=False)
+        result = tokens.verify(token, count_use=False, integration=names)
     except KeyUnreadable as exc:
         return Diagnosis(valid=False, code=UNAVAILABLE, explanation=exc.detail)
     except KeyStoreUnavailable:
@@ -375,13 +409,14 @@ def _diagnose(token: str) -> Diagnosis:
             explanation="The key store cannot be read (is the database up?).",
         )
     except TokenError as exc:
-        return _explain_failure(exc, token, now)
+        return _explain_failure(exc, token, now, names)
     diag = Diagnosis(
         valid=True,
         header=result.header,
         claims=result.claims,
         times=time_facts(result.claims, now),
         user_id=result.user_id,
+        integration=result.integration,
     )
     entry = keyring.get_snapshot().by_kid.get(result.kid)
     diag.signer = (
@@ -396,7 +431,9 @@ def _diagnose(token: str) -> Diagnosis:
     return diag
 
 
-def _explain_failure(exc: TokenError, token: str, now: float) -> Diagnosis:
+def _explain_failure(
+    exc: TokenError, token: str, now: float, names: tuple[str, ...] = ("default",)
+) -> Diagnosis:
     diag = Diagnosis(
         valid=False, code=exc.code, explanation=ERROR_CODES[exc.code], detail=exc.detail
     )
@@ -408,6 +445,7 @@ def _explain_failure(exc: TokenError, token: str, now: float) -> Diagnosis:
     if parsed is not None:
         diag.header, diag.claims = parsed.header, parsed.claims
         diag.times = time_facts(parsed.claims, now)
+        diag.integration = _selected(names, parsed.claims)
         try:
             diag.signer = find_signer(parsed, now, unreadable)
         except KeyStoreUnavailable:
@@ -419,6 +457,14 @@ def _explain_failure(exc: TokenError, token: str, now: float) -> Diagnosis:
             "decrypts them (see the reencrypt command)."
         )
     return diag
+
+
+def _selected(names: tuple[str, ...], claims: dict[str, Any]) -> str | None:
+    """The integration that judged a refused token, when the store says which."""
+    try:
+        return select(keyring.get_snapshot().integrations, names, claims).name
+    except (TokenError, KeyStoreUnavailable):
+        return None
 
 
 def _preview(result: VerifiedToken) -> tuple[dict[str, Any] | None, list[str]]:
