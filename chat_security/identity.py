@@ -5,7 +5,11 @@ contact and what was dropped, and why. ``contact_for`` applies it to the
 database, once per token and never over data from a newer token (by ``iat``,
 then ``exp``). ``delete_contact`` is the one deletion path the CLI and the
 admin share; it follows the links that ``continuity.link_anonymous`` records
-when an anonymous visitor logs in. The decrypted
+when an anonymous visitor logs in. A contact is keyed by (user space, user
+id) (SPEC §13): integrations sharing a user space share contacts, and alice
+of a tenant with its own users is not ``default``'s alice; every function
+here that takes a user id takes ``user_space`` too, ``"default"`` unless
+told. The decrypted
 ``user_payload`` (``private``) is never written anywhere by this module;
 ``preview`` reports only its key names.
 """
@@ -24,6 +28,7 @@ from . import clock
 from .agent_data import normalise_agent_data
 from .conf import app_settings
 from .exceptions import ChatSecurityError, TokenError
+from .integrations import DEFAULT_USER_SPACE
 from .log import get_logger
 from .models import AnonymousLink, AuditEntry, Contact
 from .signals import contact_deleting
@@ -235,13 +240,20 @@ def _assign(contact: Contact, fields: dict[str, Any], stamp: str, claims: dict[s
     contact.updated_at = clock.now_dt()
 
 
-def _apply(user_id: str, claims: dict[str, Any], stamp: str, retry: bool = True) -> Contact | None:
+def _apply(
+    user_id: str,
+    claims: dict[str, Any],
+    stamp: str,
+    space: str = DEFAULT_USER_SPACE,
+    retry: bool = True,
+) -> Contact | None:
     fields = _extract(claims, [])
     try:
         with transaction.atomic():
-            contact = Contact.objects.select_for_update().filter(user_id=user_id).first()
+            found = Contact.objects.select_for_update().filter(user_space=space, user_id=user_id)
+            contact = found.first()
             if contact is None:
-                contact = Contact(user_id=user_id, created_at=clock.now_dt())
+                contact = Contact(user_space=space, user_id=user_id, created_at=clock.now_dt())
             elif contact.anonymous:
                 return None
             elif not _applies(contact, claims, stamp):
@@ -252,24 +264,24 @@ def _apply(user_id: str, claims: dict[str, Any], stamp: str, retry: bool = True)
         # Created by a concurrent first request: apply on top of that row.
         if not retry:
             raise
-        return _apply(user_id, claims, stamp, retry=False)
+        return _apply(user_id, claims, stamp, space, retry=False)
     logger.debug("contact %s updated from a new token", user_id)
     return contact
 
 
-def _anonymous_contact(anonymous_id: Any) -> Contact | None:
+def _anonymous_contact(space: str, anonymous_id: Any) -> Contact | None:
     if not app_settings.ANONYMOUS_IDS:
         return None
     if not isinstance(anonymous_id, str) or not _ANON_ID.fullmatch(anonymous_id):
         return None
     key = ANON_PREFIX + anonymous_id
-    contact = Contact.objects.filter(user_id=key).first()
+    contact = Contact.objects.filter(user_space=space, user_id=key).first()
     if contact is None:
         try:
             with transaction.atomic():
-                contact = Contact.objects.create(user_id=key, anonymous=True)
+                contact = Contact.objects.create(user_space=space, user_id=key, anonymous=True)
         except IntegrityError:
-            contact = Contact.objects.filter(user_id=key).first()
+            contact = Contact.objects.filter(user_space=space, user_id=key).first()
     return contact if contact is not None and contact.anonymous else None
 
 
@@ -282,21 +294,34 @@ def contact_for(identity: Any) -> Contact | None:
     two devices with live tokens cannot take turns overwriting each other.
     Later requests with the same token, or with an older one, cost one SELECT
     and no write. Anonymous visitors with a cookie id get an ``anonymous``
-    contact; without one, None.
+    contact; without one, None. The contact is the one of the identity's
+    ``user_space`` (SPEC §13): the same user id in another space is another
+    contact.
     """
+    space = user_space_of(identity)
     user_id = getattr(identity, "user_id", None)
     if getattr(identity, "anonymous", True) or not isinstance(user_id, str) or not user_id:
-        return _anonymous_contact(getattr(identity, "anonymous_id", None))
+        return _anonymous_contact(space, getattr(identity, "anonymous_id", None))
     if user_id.startswith(ANON_PREFIX):
         logger.warning("verified user id uses the reserved %r prefix; no contact", ANON_PREFIX)
         return None
     claims = getattr(identity, "claims", None)
     claims = claims if isinstance(claims, dict) else {}
     stamp = token_stamp(claims)
-    contact = Contact.objects.filter(user_id=user_id).first()
+    contact = Contact.objects.filter(user_space=space, user_id=user_id).first()
     if contact is not None and (contact.anonymous or not _applies(contact, claims, stamp)):
         return None if contact.anonymous else contact
-    return _apply(user_id, claims, stamp)
+    return _apply(user_id, claims, stamp, space)
+
+
+def user_space_of(identity: Any) -> str:
+    """The identity's user space; ``"default"`` for an object that names none.
+
+    A value that is not a user space name (not a non-empty string) also falls
+    back to ``"default"``: an identity built by hand keeps working as before.
+    """
+    space = getattr(identity, "user_space", None)
+    return space if isinstance(space, str) and space else DEFAULT_USER_SPACE
 
 
 # -- deletion ----------------------------------------------------------------------
@@ -309,16 +334,19 @@ def external_id(contact: Contact) -> str:
     return contact.user_id
 
 
-def find_contact(user_id: str, *, anonymous: bool = False) -> Contact | None:
+def find_contact(
+    user_id: str, *, anonymous: bool = False, user_space: str = DEFAULT_USER_SPACE
+) -> Contact | None:
     """The contact of a verified user id or, with ``anonymous``, of an anonymous cookie id.
 
     The inverse of :func:`external_id`, so a site's agent screens need not know
-    how anonymous contacts are keyed. Only looks: never creates or updates.
+    how anonymous contacts are keyed. Looks in ``user_space`` only (SPEC §13).
+    Only looks: never creates or updates.
     """
     if not isinstance(user_id, str) or not user_id:
         return None
     key = ANON_PREFIX + user_id if anonymous else user_id
-    return Contact.objects.filter(user_id=key, anonymous=anonymous).first()
+    return Contact.objects.filter(user_space=user_space, user_id=key, anonymous=anonymous).first()
 
 
 def _count(deleted: dict[str, int], name: str, count: Any) -> None:
@@ -361,10 +389,13 @@ def _delete_linked(contact: Contact, deleted: dict[str, int]) -> None:
     }
     if not keys:
         return
-    found = Contact.objects.select_for_update().filter(user_id__in=keys, anonymous=True)
+    space = contact.user_space
+    found = Contact.objects.select_for_update().filter(
+        user_space=space, user_id__in=keys, anonymous=True
+    )
     rows = {row.user_id: row for row in found.order_by("user_id")}
     for key, anonymous_id in keys.items():
-        anonymous = rows.get(key) or Contact(user_id=key, anonymous=True)
+        anonymous = rows.get(key) or Contact(user_space=space, user_id=key, anonymous=True)
         add_counts(
             deleted,
             contact_deleting.send(sender=Contact, user_id=anonymous_id, contact=anonymous),
@@ -374,8 +405,14 @@ def _delete_linked(contact: Contact, deleted: dict[str, int]) -> None:
         _delete_rows(Contact.objects.filter(pk__in=[row.pk for row in rows.values()]), deleted)
 
 
-def delete_contact(user_id: str, actor: str = "") -> dict[str, Any]:
-    """Delete the contact ``user_id`` and everything tied to it (GDPR erasure).
+def delete_contact(
+    user_id: str, actor: str = "", user_space: str = DEFAULT_USER_SPACE
+) -> dict[str, Any]:
+    """Delete the contact ``user_id`` of ``user_space`` and everything tied to it (GDPR erasure).
+
+    Only that space's contact goes (SPEC §13): erasing alice of a tenant with
+    its own users leaves ``default``'s alice, and the reverse. The CLI's
+    ``delete-contact --integration NAME`` passes that integration's user space.
 
     Receivers of ``contact_deleting`` get ``user_id`` = :func:`external_id`
     (for an anonymous contact "anon:<cookie id>" that is the cookie id) and
@@ -385,12 +422,15 @@ def delete_contact(user_id: str, actor: str = "") -> dict[str, Any]:
     goes out for each, and the counts include ``anonymous_links`` and
     ``anonymous_contacts``. An id with no contact deletes nothing and returns
     ``{"contact": 0}`` (an erasure request may come twice); the audit log records it.
-    Raises ChatSecurityError for an empty id.
+    Raises ChatSecurityError for an empty id or user space.
     """
     if not isinstance(user_id, str) or not user_id:
         raise ChatSecurityError("give the contact's user id")
+    if not isinstance(user_space, str) or not user_space:
+        raise ChatSecurityError("give the contact's user space (default: 'default')")
     with transaction.atomic():
-        contact = Contact.objects.select_for_update().filter(user_id=user_id).first()
+        found = Contact.objects.select_for_update().filter(user_space=user_space, user_id=user_id)
+        contact = found.first()
         deleted: dict[str, int] = {"contact": 0 if contact is None else 1}
         if contact is not None:
             _delete_linked(contact, deleted)
@@ -402,6 +442,18 @@ def delete_contact(user_id: str, actor: str = "") -> dict[str, Any]:
             )
             _delete_rows(Contact.objects.filter(pk=contact.pk), deleted)
         summary = ", ".join(f"{k}={v}" for k, v in deleted.items())
-        AuditEntry.record(actor, "delete_contact", detail=f"{user_id} ({summary})")
+        named = _named(user_id, user_space)
+        AuditEntry.record(actor, "delete_contact", detail=f"{named} ({summary})")
     logger.info("contact %s deleted by %s: %s", user_id, actor or "-", summary)
-    return {"user_id": user_id, "deleted": deleted}
+    result: dict[str, Any] = {"user_id": user_id, "deleted": deleted}
+    if user_space != DEFAULT_USER_SPACE:
+        result["user_space"] = user_space
+    return result
+
+
+def _named(user_id: str, user_space: str) -> str:
+    """The user id as the audit log names it: after its space unless that is ``default``.
+
+    The space comes first so the log's length cap cuts a long id, never the space.
+    """
+    return user_id if user_space == DEFAULT_USER_SPACE else f"user space {user_space}: {user_id}"

@@ -9,6 +9,7 @@ from typing import Any
 from django.http import HttpRequest
 
 from chat_security import ChatSecurityError, anonymous_id_of, link_anonymous
+from chat_security.integrations import DEFAULT_USER_SPACE
 
 from .models import Message
 
@@ -18,20 +19,36 @@ logger = logging.getLogger("demo_site.chat")
 def delete_messages(
     sender: Any = None, *, user_id: str, contact: Any = None, **kwargs: Any
 ) -> dict[str, int]:
-    """Delete every message of the contact ``user_id``; say how many."""
+    """Delete every message of the contact ``user_id``; say how many.
+
+    The demo's chat is ``default``'s: a contact of another user space (SPEC
+    §13) has no messages here, whatever its id.
+    """
+    if not _demo_space(contact):
+        return {"messages": 0}
     anonymous = bool(getattr(contact, "anonymous", False))
     deleted, _by_model = Message.objects.filter(user_id=user_id, anonymous=anonymous).delete()
     return {"messages": deleted}
 
 
 def move_messages(
-    sender: Any = None, *, anonymous_id: str, user_id: str, **kwargs: Any
+    sender: Any = None, *, anonymous_id: str, user_id: str, contact: Any = None, **kwargs: Any
 ) -> dict[str, int]:
-    """The anonymous conversation becomes the user's (agent replies included)."""
+    """The anonymous conversation becomes the user's (agent replies included).
+
+    Only for a user of ``default``'s space, the demo chat's.
+    """
+    if not _demo_space(contact):
+        return {"messages": 0}
     moved = Message.objects.filter(anonymous=True, user_id=anonymous_id).update(
         anonymous=False, user_id=user_id
     )
     return {"messages": moved}
+
+
+def _demo_space(contact: Any) -> bool:
+    """Whether ``contact`` is of the user space the demo chat keys its messages in."""
+    return getattr(contact, "user_space", DEFAULT_USER_SPACE) == DEFAULT_USER_SPACE
 
 
 def link_on_login(
