@@ -104,6 +104,8 @@ class KeyEntry:
     integration: str = DEFAULT_INTEGRATION
     #: a signing key pair published before it signs: verifies, never signs
     staged: bool = False
+    #: a usable signing key pair's public PEM, for its JWKS and PEM download (not in a repr)
+    public_pem: str = field(default="", repr=False)
     _encrypted_private: str = field(default="", repr=False)
     _private_key: RSAKey | None = field(default=None, repr=False)
     #: what the entry was made from (:func:`_row`): equal rows give the same entry
@@ -316,6 +318,7 @@ def _entry(key: Key, now: float, before: KeyEntry | None = None) -> KeyEntry:
         return entry
     if key.kind == KeyKind.SIGNING_KEY:
         entry._encrypted_private = key.encrypted_material  # decrypted only to sign
+        entry.public_pem = key.public_pem  # published (jwks.json) without a query
     if key.kind == KeyKind.SERVICE_KEY:
         entry._encrypted_private = key.encrypted_material
         if before is not None and before._encrypted_private == key.encrypted_material:

@@ -16,6 +16,16 @@ urlpatterns = [
     # The app's views, routed where the README suggests.
     path("api/chat-token", chat_security_views.chat_token, name="chat-token"),
     path(".well-known/chat-security/jwks.json", chat_security_views.jwks, name="chat-jwks"),
+    path(
+        ".well-known/chat-security/<slug:name>/jwks.json",
+        chat_security_views.integration_jwks,
+        name="chat-integration-jwks",
+    ),
+    path(
+        ".well-known/chat-security/<slug:name>/<str:kid>.pem",
+        chat_security_views.signing_key_pem,
+        name="chat-signing-key-pem",
+    ),
     path("chat/", include("demo_site.chat.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -5,6 +5,7 @@ Usage::
     {% load chat_security %}
     {% chat_identity_token %}                      {# <script>var ConvrsUser = "…";</script> #}
     {% chat_identity_token nonce=request.csp_nonce %}
+    {% chat_identity_token integration="ios" %}    {# signed by that integration (SPEC §13) #}
 
 The token comes from the login session (:func:`chat_security.session.kept_token`),
 so rendering does not sign anything once a token is kept. A page that carries
@@ -23,8 +24,10 @@ from django import template
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from .. import keyring
 from ..conf import JS_IDENTIFIER, app_settings
 from ..exceptions import ChatSecurityError, KeyUnreadable, TokenError
+from ..integrations import DEFAULT_INTEGRATION, NAME
 from ..log import get_logger
 from ..marks import anonymous_id_for, is_finished, mark_private
 from ..session import kept_token
@@ -55,9 +58,28 @@ def js_variable() -> str | None:
     return None
 
 
+def _unknown_integration(integration: Any) -> str | None:
+    """Why ``integration`` cannot sign (a one-line log reason), or None when it can be asked.
+
+    The name is checked before it is looked up; one that is not a name is not
+    repeated in the log.
+    """
+    if not isinstance(integration, str) or not NAME.fullmatch(integration):
+        return "integration= is not an integration name (1-50 lower-case letters, digits, hyphens)"
+    if integration == DEFAULT_INTEGRATION or integration in keyring.get_snapshot().integrations:
+        return None
+    return f"no integration is named {integration!r}"
+
+
 @register.simple_tag(takes_context=True)
-def chat_identity_token(context: template.Context, nonce: Any = None) -> str:
-    """``<script>var ConvrsUser = "<jwt>";</script>`` for a logged-in user, else nothing."""
+def chat_identity_token(
+    context: template.Context, nonce: Any = None, integration: Any = DEFAULT_INTEGRATION
+) -> str:
+    """``<script>var ConvrsUser = "<jwt>";</script>`` for a logged-in user, else nothing.
+
+    ``integration`` names the integration whose key signs the token (SPEC §13);
+    an unknown one writes nothing and logs a warning.
+    """
     request = context.get("request")
     if request is None:
         logger.error(
@@ -83,7 +105,11 @@ def chat_identity_token(context: template.Context, nonce: Any = None) -> str:
     if name is None:
         return ""
     try:
-        kept = kept_token(request)
+        unknown = _unknown_integration(integration)
+        if unknown is not None:
+            logger.warning("no chat token written: %s", unknown)
+            return ""
+        kept = kept_token(request, integration)
     except ChatSecurityError as exc:
         # A page must render even while the chat cannot be secured; the widget then
         # falls back to the token endpoint, which reports the problem as JSON. A
