@@ -308,10 +308,18 @@ def _hints(exc: TokenError, diag: Diagnosis, now: float, raw: str) -> list[str]:
         return [f"Algorithm {alg!r} refused (accepted here: {allowed}). {HINTS[code]}"]
     if code == "unknown_key":
         kid = str(facts.get("kid", ""))[:80]
-        if diag.signer is not None:
+        signer = diag.signer
+        if signer is not None and signer.integration != diag.integration:
             return [
-                f"kid {kid!r} is unknown, but the signature matches {diag.signer.label}: "
-                f"drop the kid header or set it to {diag.signer.kid!r}."
+                f"The signature matches {signer.label} of the integration "
+                f"{signer.integration!r}, not of {diag.integration!r}, which judged it: send "
+                f"it where {signer.integration!r} is served, or sign it with a key of "
+                f"{diag.integration!r}."
+            ]
+        if signer is not None:
+            return [
+                f"kid {kid!r} is unknown, but the signature matches {signer.label}: "
+                f"drop the kid header or set it to {signer.kid!r}."
             ]
         return [f"kid {kid!r} names no key here. {HINTS[code]}"]
     if code == "security_not_configured":

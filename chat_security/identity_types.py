@@ -20,7 +20,7 @@ class ChatIdentity:
     """
 
     __slots__ = ("user_id", "kid", "anonymous", "anonymous_id", "_claims", "_private", "_result",
-                 "_contact")  # fmt: skip
+                 "_contact", "_integration", "_user_space")  # fmt: skip
 
     def __init__(
         self,
@@ -31,6 +31,8 @@ class ChatIdentity:
         anonymous: bool = False,
         private: Any = None,
         anonymous_id: str | None = None,
+        integration: str = "default",
+        user_space: str = "default",
     ) -> None:
         self.user_id = user_id
         self.kid = kid
@@ -40,6 +42,7 @@ class ChatIdentity:
         self._private = private
         self._result: VerifiedToken | None = None
         self._contact = _UNSET
+        self._integration, self._user_space = integration, user_space
 
     @classmethod
     def verified(cls, result: VerifiedToken) -> ChatIdentity:
@@ -60,12 +63,12 @@ class ChatIdentity:
     @property
     def integration(self) -> str:
         """The integration whose keys and rules accepted the token (SPEC §13)."""
-        return self._result.integration if self._result is not None else "default"
+        return self._result.integration if self._result is not None else self._integration
 
     @property
     def user_space(self) -> str:
         """The user space ``user_id`` belongs to: contacts and revocations are kept per space."""
-        return self._result.user_space if self._result is not None else "default"
+        return self._result.user_space if self._result is not None else self._user_space
 
     @property
     def private(self) -> Any:
@@ -73,8 +76,20 @@ class ChatIdentity:
         return self._result.private if self._result is not None else self._private
 
     @classmethod
-    def anonymous_visitor(cls, anonymous_id: str | None = None) -> ChatIdentity:
-        return cls(user_id=None, anonymous=True, anonymous_id=anonymous_id)
+    def anonymous_visitor(
+        cls, anonymous_id: str | None = None, integration: Any = None
+    ) -> ChatIdentity:
+        """An unverified visitor; ``integration`` (its entry) is the one whose switch,
+        being off, let it in: its contact is kept in that integration's user space."""
+        if integration is None:
+            return cls(user_id=None, anonymous=True, anonymous_id=anonymous_id)
+        return cls(
+            user_id=None,
+            anonymous=True,
+            anonymous_id=anonymous_id,
+            integration=integration.name,
+            user_space=integration.user_space,
+        )
 
     @property
     def is_verified(self) -> bool:

@@ -83,6 +83,25 @@ def serving(path: str, snapshot: keyring.Snapshot | None = None) -> tuple[str, .
 UNGUARDED: Any = object()
 
 
+class _UnknownIdentity:
+    """``request.chat_identity`` on a path not known to be guarded while the key store
+    cannot be read: reading anything of it raises KeyStoreUnavailable (then 503)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        raise KeyStoreUnavailable("the chat key store cannot be read")
+
+    def __bool__(self) -> bool:
+        raise KeyStoreUnavailable("the chat key store cannot be read")
+
+    def __repr__(self) -> str:
+        return "<ChatIdentity unknown: the key store cannot be read>"
+
+
+UNKNOWN_IDENTITY = _UnknownIdentity()
+
+
 def _snapshot_for_routing() -> keyring.Snapshot | None:
     """The snapshot, read as any request would; None when the store cannot be read
     (a guarded request then answers 503 from its own check; others pass)."""
@@ -242,7 +261,8 @@ class ChatSecurityMiddleware:
         """
         if not isinstance(exception, db.Error | KeyStoreUnavailable):
             return None
-        if not is_protected(request.path_info):  # the paths last read: no query here
+        unknown = request.__dict__.get("chat_identity") is UNKNOWN_IDENTITY
+        if not unknown and not is_protected(request.path_info):  # the paths last read
             return None
         logger.warning("chat request answered 503: %s in the view", type(exception).__name__)
         if isinstance(exception, KeyStoreUnavailable):
@@ -268,8 +288,14 @@ class ChatSecurityMiddleware:
         check again in the sync thread.
         """
         if names is None:
-            names = serving(request.path_info, _snapshot_for_routing())
+            snapshot = _snapshot_for_routing()
+            names = serving(request.path_info, snapshot)
             if not names:
+                if snapshot is None:
+                    # Another integration may guard this path, and which paths they
+                    # guard cannot be read now: a view that asks who is talking gets
+                    # 503 (process_exception), never an answer.
+                    request.chat_identity = UNKNOWN_IDENTITY  # type: ignore[attr-defined]
                 return UNGUARDED
         try:
             identity = self.identify(request, names)
@@ -308,7 +334,7 @@ class ChatSecurityMiddleware:
                 # A token in the URL or under another scheme is named: the fix is precise.
                 raise TokenError("missing_token", missing_token_detail(request.META))
             anonymous_id = anonymous_id_for(request) if app_settings.ANONYMOUS_IDS else None
-            return ChatIdentity.anonymous_visitor(anonymous_id)
+            return ChatIdentity.anonymous_visitor(anonymous_id, tokens.letting_in(snapshot, names))
         session = (
             existing_session(getattr(request, "session", None))
             if settings.SESSION_COOKIE_NAME in request.COOKIES

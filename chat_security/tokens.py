@@ -136,6 +136,16 @@ def token_required(snap: Snapshot, names: Sequence[str], now: float) -> bool:
     return bool(on)
 
 
+def letting_in(snap: Snapshot, names: Sequence[str]) -> IntegrationEntry | None:
+    """The integration (switch off) that takes a visitor without a token where ``names``
+    serve: the first of them that is off (None if none is)."""
+    for name in names:
+        entry = snap.integrations.get(name)
+        if entry is not None and not entry.enabled:
+            return entry
+    return None
+
+
 def key_retired(entry: KeyEntry, now: float) -> TokenError:
     """``key_retired`` for a key that no longer verifies at ``now`` (revoked or retired)."""
     state = entry.state(now)

@@ -163,7 +163,9 @@ class Connection:
             if required:
                 return None
             usage.count_request("unsigned")
-            return ChatIdentity.anonymous_visitor(anonymous_id(self.scope))
+            return ChatIdentity.anonymous_visitor(
+                anonymous_id(self.scope), tokens.letting_in(snapshot, self.integrations)
+            )
         session = existing_session(self.scope.get("session"))
         bound = bound_subjects(session) or {}
         if self.subject is not None:
