@@ -4,6 +4,11 @@ A visitor who chatted before logging in has a contact keyed ``anon:<cookie
 id>``. :func:`link_anonymous` merges it into the user's contact, records an
 ``AnonymousLink`` (which a GDPR deletion of the user follows) and sends
 ``anonymous_linked`` so other apps can move their own rows.
+
+Both contacts are of one user space (SPEC §13), ``"default"`` unless told:
+an anonymous conversation of a tenant with its own users merges into that
+tenant's user, never into ``default``'s namesake. A cookie id is linked once,
+to one user of one space.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from django.db import IntegrityError, transaction
 from . import clock
 from .exceptions import AnonymousLinkError, TokenError
 from .identity import ANON_PREFIX, MERGED_FIELDS, add_counts
+from .integrations import DEFAULT_USER_SPACE
 from .log import get_logger
 from .models import AnonymousLink, Contact
 from .signals import anonymous_linked
@@ -59,8 +65,13 @@ def merge_anonymous(contact: Contact, anonymous: Contact) -> bool:
     return changed
 
 
-def link_anonymous(anonymous_id: str, user_id: str) -> AnonymousLink:
+def link_anonymous(
+    anonymous_id: str, user_id: str, user_space: str = DEFAULT_USER_SPACE
+) -> AnonymousLink:
     """Link an anonymous visitor's id to the user who just logged in (SPEC §11).
+
+    ``user_space`` is the space of both contacts (SPEC §13): the user's, and
+    the anonymous ``anon:<id>`` one merged into it.
 
     In one transaction: merges the ``anon:<id>`` contact into the user's (see
     :func:`merge_anonymous`; the user's contact is created if it does not
@@ -73,21 +84,26 @@ def link_anonymous(anonymous_id: str, user_id: str) -> AnonymousLink:
     nothing that is already done; it merges and signals again, so what was
     written under the anonymous id since (the browser chatted anonymously
     again) follows. Raises :class:`AnonymousLinkError` for a malformed id and
-    for an anonymous id already linked to another user.
+    for an anonymous id already linked to another user (a namesake in another
+    user space is another user).
     """
     key = _link_ids(anonymous_id, user_id)
+    if not isinstance(user_space, str) or not user_space:
+        raise AnonymousLinkError("give the user space of the user (default: 'default')")
     try:
-        return _link(anonymous_id, user_id, key)
+        return _link(anonymous_id, user_id, key, user_space)
     except IntegrityError:
         # A concurrent first link of this id, or first contact of this user: once
         # more, on top of the committed row (or refused, if that links another user).
-        return _link(anonymous_id, user_id, key)
+        return _link(anonymous_id, user_id, key, user_space)
 
 
-def _link(anonymous_id: str, user_id: str, key: str) -> AnonymousLink:
+def _link(anonymous_id: str, user_id: str, key: str, space: str) -> AnonymousLink:
     with transaction.atomic():
         # Both rows locked in one statement, always in the same order.
-        locked = Contact.objects.select_for_update().filter(user_id__in=(key, user_id))
+        locked = Contact.objects.select_for_update().filter(
+            user_space=space, user_id__in=(key, user_id)
+        )
         rows = {row.user_id: row for row in locked.order_by("user_id")}
         link = (
             AnonymousLink.objects.filter(anonymous_id=anonymous_id)
@@ -96,7 +112,11 @@ def _link(anonymous_id: str, user_id: str, key: str) -> AnonymousLink:
         )
         if link is not None and link.contact.user_id != user_id:
             raise AnonymousLinkError("this anonymous id is already linked to another user")
-        contact = rows.get(user_id) or Contact(user_id=user_id)
+        if link is not None and link.contact.user_space != space:
+            raise AnonymousLinkError(
+                "this anonymous id is already linked to a user of another user space"
+            )
+        contact = rows.get(user_id) or Contact(user_space=space, user_id=user_id)
         anonymous = rows.get(key)
         anonymous = anonymous if anonymous is not None and anonymous.anonymous else None
         changed = anonymous is not None and merge_anonymous(contact, anonymous)

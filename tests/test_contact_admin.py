@@ -18,7 +18,7 @@ CHANGELIST = "admin:chat_security_contact_changelist"
 SECRET = "PRIVATE-VALUE-7a6b5c"
 
 
-def make_contact(sub: str, **claims) -> Contact:
+def make_contact(sub: str, user_space: str = "default", **claims) -> Contact:
     token_claims = {"sub": sub, "iat": 1, **claims}
     return identity.contact_for(
         SimpleNamespace(
@@ -28,6 +28,7 @@ def make_contact(sub: str, **claims) -> Contact:
             anonymous=False,
             private={"privCardNumber": SECRET},
             anonymous_id=None,
+            user_space=user_space,
         )
     )
 
@@ -159,3 +160,49 @@ def test_non_staff_cannot_reach_contacts(client, people):
     client.force_login(user)
     response = client.get(reverse(CHANGELIST))
     assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+# -- user spaces (SPEC §13) ------------------------------------------------------------------
+
+
+@pytest.fixture
+def namesakes(people):
+    """jane of default (with messages) and jane of brand-b: two people, one id."""
+    return people[0], make_contact("user-jane", "brand-b", name="Jane Brand")
+
+
+def test_the_list_shows_and_filters_by_user_space(admin_client, namesakes):
+    listing = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert "brand-b" in listing and "Jane Doe" in listing and "Jane Brand" in listing
+    assert 'href="?user_space=brand-b"' in listing  # the filter's link
+    only_b = admin_client.get(reverse(CHANGELIST), {"user_space": "brand-b"})
+    body = only_b.content.decode()
+    assert "Jane Brand" in body and "Jane Doe" not in body
+
+
+def test_the_change_view_names_the_user_space(admin_client, namesakes):
+    _jane, brand_jane = namesakes
+    url = reverse("admin:chat_security_contact_change", args=[brand_jane.pk])
+    body = admin_client.get(url).content.decode()
+    assert "User space" in body and "brand-b" in body
+
+
+def test_deleting_one_space_s_contact_leaves_the_namesake(admin_client, namesakes):
+    jane, brand_jane = namesakes
+    url = reverse(CHANGELIST)
+    data = {"action": "delete_selected", "_selected_action": [brand_jane.pk], "post": "yes"}
+    done = admin_client.post(url, data, follow=True)
+    assert "Deleted brand-b: user-jane (contact: 1)." in texts(done)
+    assert set(Contact.objects.values_list("user_space", "user_id")) == {
+        ("default", "user-jane"),
+        ("default", "user-bob"),
+    }
+    assert Message.objects.filter(user_id="user-jane").count() == 2  # default's jane's
+    audit = AuditEntry.objects.get(action="delete_contact")
+    assert audit.detail == "user space brand-b: user-jane (contact=1)"
+    entry = LogEntry.objects.get(action_flag=DELETION)
+    assert entry.object_repr == "brand-b: user-jane"
+    # and default's jane, by the single delete button: her messages go with her
+    url = reverse("admin:chat_security_contact_delete", args=[jane.pk])
+    response = admin_client.post(url, {"post": "yes"}, follow=True)
+    assert "Deleted user-jane (contact: 1, messages: 2)." in texts(response)

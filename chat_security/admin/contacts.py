@@ -8,6 +8,8 @@ of ``contact_deleting`` (the chat's messages) are deleted too. The contact
 holds no private data (``user_payload`` is never stored), so none is shown.
 A user's contact lists the anonymous ids merged into it (SPEC §11,
 ``continuity.link_anonymous``), which a deletion erases along with it.
+Contacts are keyed by (user space, user id) (SPEC §13): the list shows each
+one's space and filters by it, and a deletion erases that space's contact only.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import identity
 from ..exceptions import ChatSecurityError
+from ..integrations import DEFAULT_USER_SPACE
 from ..models import Contact
 from ..templatetags.chat_security_agent import visitor_details
 
@@ -35,7 +38,14 @@ GDPR_ACTION = _("Delete contact and all its data (GDPR)")
 
 def _summary(result: dict[str, Any]) -> str:
     counts = ", ".join(f"{name}: {count}" for name, count in result["deleted"].items())
-    return f"{result['user_id']} ({counts})"
+    return f"{_named(result['user_id'], result.get('user_space'))} ({counts})"
+
+
+def _named(user_id: str, user_space: str | None) -> str:
+    """The user id, after its user space unless that is ``default`` (one-space sites: as before)."""
+    if user_space is None or user_space == DEFAULT_USER_SPACE:
+        return user_id
+    return f"{user_space}: {user_id}"
 
 
 # ModelAdmin is generic in django-stubs only (no __class_getitem__ at run time).
@@ -47,13 +57,13 @@ else:
 
 @admin.register(Contact)
 class ContactAdmin(_ContactModelAdmin):
-    list_display = ["user_id", "display_name", "email", "anonymous", "updated_at"]
-    list_filter = ["anonymous"]
+    list_display = ["user_id", "user_space", "display_name", "email", "anonymous", "updated_at"]
+    list_filter = ["user_space", "anonymous"]
     search_fields = ["user_id", "email"]
     ordering = ["-updated_at"]
     actions = ["delete_selected"]
     fieldsets = [
-        (None, {"fields": ["user_id", "anonymous"]}),
+        (None, {"fields": ["user_id", "user_space", "anonymous"]}),
         (
             _("Identity (from the signed token)"),
             {"fields": ["first_name", "last_name", "email", "phone", "locale", "crm_link"]},
@@ -63,6 +73,7 @@ class ContactAdmin(_ContactModelAdmin):
     ]
     readonly_fields = [
         "user_id",
+        "user_space",
         "anonymous",
         "first_name",
         "last_name",
@@ -135,7 +146,9 @@ class ContactAdmin(_ContactModelAdmin):
     def _delete(self, request: HttpRequest, contact: Contact) -> None:
         actor = request.user.get_username() if request.user.is_authenticated else ""
         try:
-            result = identity.delete_contact(contact.user_id, actor=f"admin:{actor}")
+            result = identity.delete_contact(
+                contact.user_id, actor=f"admin:{actor}", user_space=contact.user_space
+            )
         except ChatSecurityError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
@@ -161,7 +174,7 @@ class ContactAdmin(_ContactModelAdmin):
                     user_id=user_id,
                     content_type=content_type,
                     object_id=str(contact.pk),
-                    object_repr=contact.user_id[:200],
+                    object_repr=_named(contact.user_id, contact.user_space)[:200],
                     action_flag=DELETION,
                 )
                 for contact in queryset

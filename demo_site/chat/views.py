@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 
 from chat_security import KeyStoreUnavailable, find_contact, security_enabled
+from chat_security.integrations import DEFAULT_USER_SPACE
 from chat_security.models import Contact
 
 from . import live
@@ -78,7 +79,9 @@ def _conversations() -> list[dict[str, Any]]:
         .order_by("-last_at")[:CONVERSATION_LIMIT]
     )
     verified_ids = [r["user_id"] for r in rows if not r["anonymous"]]
-    contacts = {c.user_id: c for c in Contact.objects.filter(user_id__in=verified_ids)}
+    # The demo chat is default's: its user ids are of default's user space (SPEC §13).
+    found = Contact.objects.filter(user_space=DEFAULT_USER_SPACE, user_id__in=verified_ids)
+    contacts = {c.user_id: c for c in found}
     for row in rows:
         row["contact"] = None if row["anonymous"] else contacts.get(row["user_id"])
         row["query"] = urlencode({"user": row["user_id"], "anonymous": int(row["anonymous"])})
