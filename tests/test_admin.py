@@ -16,13 +16,23 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from django.contrib import admin
 from django.contrib.sessions.models import Session
+from django.db import connection
 from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.urls import path
 from joserfc.jwk import RSAKey
 
 from chat_security import tokens, usage, views
 from chat_security.exceptions import TokenError
-from chat_security.models import AuditEntry, Key, KeyKind, RevokedUser, SecurityConfig, TrafficStat
+from chat_security.models import (
+    AuditEntry,
+    Integration,
+    Key,
+    KeyKind,
+    RevokedUser,
+    SecurityConfig,
+    TrafficStat,
+)
 from tests import tokencraft as tc
 from tests.chat_helpers import stored_secret
 from tests.test_admin_permissions import BASE, REVOKED, client_for
@@ -59,7 +69,10 @@ def errors(response) -> list[str]:
 def store_state() -> tuple:
     rows = sorted((k.kid, str(k.state()), k.grace_until, k.revoked_at) for k in Key.objects.all())
     revoked = sorted(RevokedUser.objects.values_list("user_id", "revoked_at", "first_revoked_at"))
-    return rows, revoked, SecurityConfig.load().enabled, AuditEntry.objects.count()
+    integrations = sorted(
+        Integration.objects.values_list("name", "enabled", "issuer", "audience", "user_space")
+    )
+    return rows, revoked, integrations, SecurityConfig.load().enabled, AuditEntry.objects.count()
 
 
 # -- the page -----------------------------------------------------------------------
@@ -864,3 +877,464 @@ def test_the_panel_warns_when_a_key_is_encrypted_with_secret_key(
     service = admin_client_.post(BASE + "service-key/generate/", {"grace_hours": "0"}, follow=True)
     for text in (page, service.content.decode()):
         assert ("Set ENCRYPTION_KEYS first" in text) is not configured
+
+
+# -- 10. Integrations (SPEC §13) ----------------------------------------------------------
+
+
+def integration_part(content: str, name: str) -> str:
+    """The part of the panel that belongs to integration ``name`` (its facts and keys)."""
+    start = content.index('<div class="chat-integration')
+    start = content.index(f'id="integration-{name}"', start)
+    ends = [
+        content.find(m, start + 1) for m in ('<div class="chat-integration', 'id="add-integration"')
+    ]
+    return content[start : min(e for e in ends if e != -1)]
+
+
+def section(content: str, html_id: str) -> str:
+    start = content.index(f'id="{html_id}"')
+    return content[start : content.index("</section>", start)]
+
+
+def add(client: Client, name: str = "ios", **fields: str):
+    data = {"name": name, "issuer": f"https://{name}.example", **fields}
+    return client.post(BASE + "integration/add/", data, follow=True)
+
+
+def test_a_site_with_one_integration_shows_default_and_what_the_settings_say(admin_client_):
+    content = admin_client_.get(BASE).content.decode()
+    facts = section(content, "integration-default")
+    assert ">Integration default</h2>" in facts
+    assert "none: iss is not checked" in facts and "(the ISSUER setting)" in facts
+    assert "<code>/chat/api/</code> <span" in facts and "(PROTECTED_PATHS)" in facts
+    assert "shared: the contacts and user revocations of default" in facts
+    # One integration: the sections keep their ids and headings, with nothing to choose.
+    assert '<a href="#security">Secure your web chat</a>' in content
+    assert '<h2 id="secrets-heading">Signing secret (HS256)</h2>' in content
+    assert 'id="signing-keys"' in content and 'id="add-integration"' in content
+    assert "Remove integration" not in content
+    assert '<select name="integration"' not in content
+    assert "chat-of" not in content
+    with tc.chat_settings(
+        {"ISSUER": "https://shop.example", "AUDIENCE": ["chat", "app"], "PROTECTED_PATHS": "/c/"}
+    ):
+        facts = section(admin_client_.get(BASE).content.decode(), "integration-default")
+    assert "<code>https://shop.example</code>" in facts
+    assert "<code>chat</code>, <code>app</code>" in facts
+    assert "<code>/c/</code>" in facts
+
+
+def test_add_integration_gives_it_its_own_part_of_the_panel(admin_client_):
+    response = admin_client_.post(
+        BASE + "integration/add/",
+        {
+            "name": "ios",
+            "issuer": "https://ios.example",
+            "audience": "chat",
+            "own_users": "on",
+            "paths": " /ios/chat/api/ \r\n\r\n/ios/ws/\n",
+        },
+        follow=True,
+    )
+    assert response.redirect_chain == [(BASE + "#integration-ios", 302)]
+    row = Integration.objects.get(name="ios")
+    assert (row.issuer, row.audience, row.user_space, row.paths, row.enabled, row.created_by) == (
+        "https://ios.example",
+        "chat",
+        "ios",
+        ["/ios/chat/api/", "/ios/ws/"],
+        True,
+        "admin",
+    )
+    assert AuditEntry.objects.filter(action="add_integration", detail="ios", actor="admin").exists()
+    content = response.content.decode()
+    assert "Integration ios added; its security is on." in content
+    part = integration_part(content, "ios")
+    for text in (
+        ">Integration ios</h2>",
+        "<code>https://ios.example</code>",
+        "<code>chat</code>",
+        "<code>/ios/chat/api/</code>, <code>/ios/ws/</code>",
+        "own users (<code>ios</code>)",
+        'value="Remove integration…"',
+        'id="integration-ios-security"',
+        'id="integration-ios-secrets"',
+        'id="integration-ios-public-keys"',
+        'id="integration-ios-service-keys"',
+        'id="integration-ios-signing-keys"',
+        'value="Generate Secret"',
+        'value="Generate signing key pair"',
+        'Secure your web chat<span class="chat-of"> · ios</span>',
+    ):
+        assert text in part, text
+    assert content.index('id="integration-default"') < content.index('id="integration-ios"')
+    assert '<a href="#integration-ios">Integration ios</a>' in content  # in the section list
+    # Every form of its part says which integration it is for.
+    forms = re.findall(r"<form [^>]*>(.*?)</form>", part, re.S)
+    assert len(forms) >= 6
+    assert all('<input type="hidden" name="integration" value="ios">' in f for f in forms)
+    # The tester lets the user choose; by default the iss picks.
+    select = re.search(r'<select name="integration"[^>]*>(.*?)</select>', content, re.S)
+    options = re.findall(r'<option value="([^"]*)"', select.group(1))
+    assert options == ["", "default", "ios"]
+    assert "Found by the token&#x27;s iss" in select.group(1)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": ""}, "This field is required."),
+        ({"name": "Bad Name"}, "lower-case letters, digits and hyphens"),
+        ({"name": "default"}, "An integration named default already exists."),
+        ({"name": "ios"}, "An integration named ios already exists."),
+        ({"name": "x" * 51}, "at most 50 characters"),
+        ({"name": "web", "issuer": "a\x07b"}, "The issuer must be printable text"),
+        ({"name": "web", "audience": "y" * 256}, "at most 255 characters"),
+        ({"name": "web", "paths": "/ok/\nchat/api/"}, "A path prefix starts with"),
+        ({"name": "web", "paths": "\n".join(f"/p{i}/" for i in range(21))}, "at most 20"),
+    ],
+)
+def test_add_integration_refusals_are_shown_in_the_form(admin_client_, fields, message):
+    Integration.objects.add("ios")
+    before = store_state()
+    response = admin_client_.post(BASE + "integration/add/", {"issuer": "", **fields})
+    assert response.status_code == 200
+    assert any(message in e for e in errors(response)), errors(response)
+    content = section(response.content.decode(), "add-integration")
+    assert "Please correct the errors below." in response.content.decode()
+    assert re.search(r'class="form-row field-\w+ errors"', content)
+    assert store_state() == before
+
+
+def test_key_actions_act_on_the_integration_they_name(admin_client_):
+    Integration.objects.add("ios", issuer="https://ios.example", audience="chat")
+    page = admin_client_.post(BASE + "secret/generate/", {"integration": "ios"})
+    first = Key.objects.get(kind=KeyKind.SECRET)
+    content = page.content.decode()
+    assert first.integration.name == "ios"
+    assert stored_secret(first) in content
+    assert '<code id="new-secret-integration">ios</code>' in content
+    assert "<code>https://ios.example</code>" in content and "<code>chat</code>" in content
+    assert f'href="{BASE}#integration-ios-secrets"' in content  # back to its own part
+    page = admin_client_.post(BASE + "secret/rotate/", {"integration": "ios", "grace_hours": "1"})
+    assert (
+        f"The previous secret <code>{first.kid}</code> is still accepted" in page.content.decode()
+    )
+    response = admin_client_.post(
+        BASE + "public-key/add/",
+        {"integration": "ios", "public_key": _formats()["spki"], "kid": "ios-2027"},
+    )
+    assert response["Location"] == BASE + "#integration-ios-public-keys"
+    response = admin_client_.post(
+        BASE + "service-key/generate/", {"integration": "ios", "grace_hours": "0"}
+    )
+    assert response["Location"] == BASE + "#integration-ios-service-keys"
+    assert set(Key.objects.values_list("integration__name", flat=True)) == {"ios"}
+    assert AuditEntry.objects.filter(action="add_public_key", detail="integration ios").exists()
+    content = admin_client_.get(BASE).content.decode()
+    ios, default = integration_part(content, "ios"), integration_part(content, "default")
+    for key in Key.objects.all():
+        assert key.kid in ios and key.kid not in default
+    assert 'value="Rotate Secret"' in ios and 'value="Generate Secret"' in default
+    revoke_forms = re.findall(r'action="[^"]*/key/revoke/"[^>]*>(.*?)</form>', ios, re.S)
+    assert len(revoke_forms) == Key.objects.count()  # one per key, each naming ios
+    assert all('name="integration" value="ios"' in f for f in revoke_forms)
+    # Their usage rows say whose keys they are.
+    usage_section = section(content, "usage")
+    assert re.search(rf"<code>{first.kid}</code></td>\s*<td>ios</td>", usage_section)
+
+
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [
+        ("security/", {"enabled": "off", "confirm": "yes"}),
+        ("secret/generate/", {}),
+        ("secret/rotate/", {"grace_hours": "1"}),
+        ("key/revoke/", {"kid": "KID", "confirm": "yes"}),
+        ("public-key/add/", {"public_key": "PEM"}),
+        ("service-key/generate/", {"grace_hours": "1"}),
+        ("signing-key/generate/", {"alg": "RS256"}),
+        ("signing-key/rotate/", {"grace_hours": "1"}),
+        ("integration/remove/", {"confirm": "yes"}),
+    ],
+)
+@pytest.mark.parametrize("name", ["nope", "gone", "Not a name!", "x" * 60])
+def test_an_unknown_integration_changes_nothing(admin_client_, path, data, name):
+    """The name is re-read on every POST: a forged one, or one removed meanwhile."""
+    Integration.objects.add("gone")
+    Integration.objects.remove("gone")
+    key, _secret = generate(admin_client_)
+    data = {k: {"KID": key.kid, "PEM": _formats()["spki"]}.get(v, v) for k, v in data.items()}
+    before = store_state()
+    response = admin_client_.post(BASE + path, {**data, "integration": name})
+    assert response.status_code == 200
+    error = re.search(
+        r'<ul class="errorlist" id="action-error"><li>(.*?)</li>', response.content.decode()
+    )
+    assert error is not None
+    if len(name) <= 50:
+        assert error.group(1) == f"No integration is named {name}."
+    assert store_state() == before
+
+
+def test_each_integration_has_its_own_switch(admin_client_, clock):
+    Integration.objects.add("ios", issuer="https://ios.example")
+    generate(admin_client_)  # default has a usable key; ios has none
+    confirm = admin_client_.post(BASE + "security/", {"enabled": "off", "integration": "ios"})
+    content = confirm.content.decode()
+    assert "<h1>Switch web chat security off for ios?</h1>" in content
+    assert '<input type="hidden" name="integration" value="ios">' in content
+    assert Integration.objects.get(name="ios").enabled is True
+    clock.advance(60)
+    done = admin_client_.post(
+        BASE + "security/", {"enabled": "off", "confirm": "yes", "integration": "ios"}, follow=True
+    )
+    assert done.redirect_chain == [(BASE + "#integration-ios-security", 302)]
+    content = done.content.decode()
+    assert "Web chat security for ios is now off." in content
+    assert Integration.objects.get(name="ios").enabled is False
+    assert SecurityConfig.load().enabled is True  # default's switch is its own
+    entry = AuditEntry.objects.get(action="security_off")
+    assert (entry.actor, entry.detail) == ("admin", "integration ios")
+    ios, default = section(content, "integration-ios-security"), section(content, "security")
+    assert 'chat-badge-revoked">Off</span>' in ios and 'chat-badge-active">On</span>' in default
+    assert "Last changed 2027-01-15 08:01 UTC by admin." in ios
+    assert "Last changed" not in default
+    assert 'value="Switch security on"' in ios and 'value="Switch security off…"' in default
+    # On again: ios has no key of its own, whatever default holds.
+    done = admin_client_.post(
+        BASE + "security/", {"enabled": "on", "integration": "ios"}, follow=True
+    )
+    assert "Web chat security for ios is now on." in done.content.decode()
+    assert "No usable signing key exists" in done.content.decode()
+    assert Integration.objects.get(name="ios").enabled is True
+
+
+def test_revoking_a_key_names_its_integration(admin_client_):
+    generate(admin_client_)  # default's secret must not count as ios's
+    Integration.objects.add("ios")
+    key, _secret = Key.objects.generate_secret("t", integration="ios")
+    before = store_state()
+    response = admin_client_.post(BASE + "key/revoke/", {"kid": key.kid, "confirm": "yes"})
+    assert any(f"Key {key.kid} is not a key of integration default." in e for e in errors(response))
+    assert store_state() == before
+    confirm = admin_client_.post(BASE + "key/revoke/", {"kid": key.kid, "integration": "ios"})
+    content = confirm.content.decode()
+    assert f"<h1>Revoke signing secret (HS256) {key.kid} of ios?</h1>" in content
+    assert "It is your only usable signing secret" in content
+    assert '<input type="hidden" name="integration" value="ios">' in content
+    assert store_state() == before
+    done = admin_client_.post(
+        BASE + "key/revoke/", {"kid": key.kid, "integration": "ios", "confirm": "yes"}
+    )
+    assert done["Location"] == BASE + "#integration-ios-secrets"
+    assert Key.objects.get(pk=key.pk).state() == "revoked"
+
+
+def test_remove_integration_is_refused_while_it_holds_usable_keys(admin_client_):
+    Integration.objects.add("ios", paths=["/ios/api/"])
+    key, _secret = Key.objects.generate_secret("t", integration="ios")
+    staged = Key.objects.generate_signing_keypair("ES256", "t", integration="ios")
+    before = store_state()
+    for confirm in ("", "yes"):
+        response = admin_client_.post(
+            BASE + "integration/remove/", {"integration": "ios", "confirm": confirm}
+        )
+        assert response.status_code == 200
+        assert (
+            f"Integration ios still holds usable keys ({key.kid}, {staged.kid}): revoke them "
+            "first, then remove it."
+        ) in response.content.decode()
+        assert store_state() == before
+    assert "It can be removed once none of its keys is usable" in integration_part(
+        admin_client_.get(BASE).content.decode(), "ios"
+    )
+    Key.objects.revoke(key.kid)
+    Key.objects.revoke(staged.kid)
+    before = store_state()
+    confirm = admin_client_.post(BASE + "integration/remove/", {"integration": "ios"})
+    content = confirm.content.decode()
+    assert "<h1>Remove integration ios?</h1>" in content
+    assert "Its paths (/ios/api/) are no longer guarded by it" in content
+    assert 'value="Yes, remove it"' in content
+    assert store_state() == before
+    done = admin_client_.post(
+        BASE + "integration/remove/", {"integration": "ios", "confirm": "yes"}, follow=True
+    )
+    assert "Integration ios was removed." in done.content.decode()
+    assert 'id="integration-ios"' not in done.content.decode()
+    assert not Integration.objects.filter(name="ios").exists()
+    assert not Key.objects.exists()
+    assert AuditEntry.objects.filter(action="remove_integration", detail="ios").exists()
+
+
+def test_default_cannot_be_removed(admin_client_):
+    before = store_state()
+    response = admin_client_.post(
+        BASE + "integration/remove/", {"integration": "default", "confirm": "yes"}
+    )
+    assert "The default integration cannot be removed." in response.content.decode()
+    assert store_state() == before
+
+
+def test_signing_key_pairs_generate_stage_rotate_and_link_to_their_public_keys(admin_client_):
+    Integration.objects.add("ios", issuer="https://ios.example")
+    response = admin_client_.post(
+        BASE + "signing-key/generate/", {"integration": "ios", "alg": "RS256"}, follow=True
+    )
+    assert response.redirect_chain == [(BASE + "#integration-ios-signing-keys", 302)]
+    first = Key.objects.get(kind=KeyKind.SIGNING_KEY)
+    assert (first.integration.name, first.alg, first.state()) == ("ios", "RS256", "active")
+    content = response.content.decode()
+    assert f"Signing key pair {first.kid} (RS256) generated" in content
+    part = section(content, "integration-ios-signing-keys")
+    assert 'value="Stage next key pair"' in part and 'value="Rotate signing key"' in part
+    assert f'href="http://testserver/.well-known/chat-security/ios/{first.kid}.pem"' in part
+    assert ">http://testserver/.well-known/chat-security/ios/jwks.json<" in part
+    assert f"<code>{first.kid}</code>" not in section(content, "signing-keys")  # not default's
+
+    response = admin_client_.post(
+        BASE + "signing-key/generate/", {"integration": "ios", "alg": "ES256"}, follow=True
+    )
+    staged = Key.objects.get(kind=KeyKind.SIGNING_KEY, staged=True)
+    assert (staged.alg, staged.state()) == ("ES256", "staged")
+    content = response.content.decode()
+    assert f"Signing key pair {staged.kid} (ES256) is staged" in content
+    part = section(content, "integration-ios-signing-keys")
+    assert f"The staged key <code>{staged.kid}</code> signs from now on." in part
+    assert re.search(
+        rf"{staged.kid}</code></td>\s*<td>ES256</td>\s*<td><span class=\"chat-badge "
+        r"chat-badge-staged\">staged",
+        part,
+    )
+    public = Client().get(f"/.well-known/chat-security/ios/{staged.kid}.pem")
+    assert public.status_code == 200 and public.content.decode() == staged.public_pem
+
+    response = admin_client_.post(
+        BASE + "signing-key/rotate/", {"integration": "ios", "grace_hours": "2"}, follow=True
+    )
+    staged.refresh_from_db()
+    first.refresh_from_db()
+    assert (staged.state(), first.state()) == ("active", "grace")
+    assert (
+        f"Signing key pair {staged.kid} (ES256) signs from now on. {first.kid} is accepted "
+        "until 2027-01-15 10:00 UTC."
+    ) in response.content.decode()
+    assert AuditEntry.objects.filter(
+        action="rotate_signing_key", kid=staged.kid, detail="integration ios", actor="admin"
+    ).exists()
+
+
+def test_signing_key_refusals_and_revocation_warnings(admin_client_):
+    active = Key.objects.generate_signing_keypair("RS256")
+    before = store_state()
+    response = admin_client_.post(BASE + "signing-key/generate/", {"alg": "HS256"})
+    assert any("Select a valid choice" in e for e in errors(response))
+    response = admin_client_.post(BASE + "signing-key/rotate/", {"grace_hours": "-1"})
+    assert any("greater than or equal to 0" in e for e in errors(response))
+    assert store_state() == before
+    staged = Key.objects.generate_signing_keypair("ES256")
+    confirm = admin_client_.post(BASE + "key/revoke/", {"kid": active.kid}).content.decode()
+    assert "It is the active signing key pair" in confirm
+    assert "leaves the JWKS" in confirm
+    confirm = admin_client_.post(BASE + "key/revoke/", {"kid": staged.kid}).content.decode()
+    assert "It is the staged next key" in confirm
+
+
+@override_settings(ROOT_URLCONF=NoJwksUrls)
+def test_signing_key_links_when_the_public_views_are_not_routed(admin_client_):
+    key = Key.objects.generate_signing_keypair("ES256")
+    part = section(admin_client_.get(BASE).content.decode(), "signing-keys")
+    assert "<code>/.well-known/chat-security/default/jwks.json</code>, not routed yet" in part
+    assert ".pem" not in part and key.kid in part
+
+
+def test_tester_finds_the_integration_by_iss_or_as_chosen(admin_client_, clock):
+    Integration.objects.add("ios", issuer="https://ios.example")
+    key, secret = Key.objects.generate_secret("t", integration="ios")
+    claims = {"sub": "u-1", "iss": "https://ios.example", "exp": int(clock.t) + 600}
+    token = tc.hs256(secret, claims, kid=key.kid)
+
+    content = admin_client_.post(BASE + "test-token/", {"token": token}).content.decode()
+    result = content[content.index('id="token-result"') :]
+    assert "Valid token" in result
+    assert '<dd class="chat-judged-by"><code>ios</code>' in result
+    assert "of integration <code>ios</code>" in result
+
+    chosen = admin_client_.post(BASE + "test-token/", {"token": token, "integration": "default"})
+    content = chosen.content.decode()
+    result = content[content.index('id="token-result"') :]
+    assert "Invalid token:" in result
+    assert '<dd class="chat-judged-by"><code>default</code>' in result
+    assert f"<code>{key.kid}</code>" in result and "of integration <code>ios</code>" in result
+    assert '<option value="default" selected>default</option>' in content
+
+    before = AuditEntry.objects.filter(action="test_token").count()
+    response = admin_client_.post(BASE + "test-token/", {"token": token, "integration": "nope"})
+    assert any("Select a valid choice" in e for e in errors(response))
+    assert 'id="token-result"' not in response.content.decode()
+    assert AuditEntry.objects.filter(action="test_token").count() == before
+
+
+def test_panel_ids_stay_unique_with_several_integrations(admin_client_):
+    for name in ("ios", "service", "integration"):  # names that look like id stems
+        Integration.objects.add(name)
+        Key.objects.generate_secret("t", integration=name)
+        Key.objects.generate_signing_keypair("ES256", integration=name)
+    Key.objects.generate_secret("t")
+    response = admin_client_.post(
+        BASE + "signing-key/rotate/", {"grace_hours": "x", "integration": "ios"}
+    )
+    for content in (admin_client_.get(BASE).content.decode(), response.content.decode()):
+        page = _Ids()
+        page.feed(content)
+        assert [i for i in set(page.ids) if page.ids.count(i) > 1] == []
+        assert set(page.references) <= set(page.ids)
+    part = integration_part(response.content.decode(), "ios")
+    assert 'class="form-row field-grace_hours errors"' in part  # the failed form, in its part
+    assert "errors" not in integration_part(response.content.decode(), "service")
+
+
+def _populate(keys_each: int, round_: int) -> None:
+    for i, name in enumerate(("default", "web", "ios")):
+        if name != "default" and not Integration.objects.filter(name=name).exists():
+            Integration.objects.add(name, issuer=f"https://{name}.example", own_users=True)
+        for n in range(keys_each):
+            if Key.objects.active(KeyKind.SECRET, name):
+                Key.objects.rotate_secret(3600, "t", integration=name)
+            else:
+                Key.objects.generate_secret("t", integration=name)
+            Key.objects.generate_signing_keypair("ES256", "t", integration=name)
+            kid = f"{name}-{round_}-{n}"
+            slot = 100 + 10 * round_ + keys_each * i + n  # a key of its own
+            Key.objects.add_public_key(tc.public_pem(tc.rsa_key(slot)), "t", kid, name)
+            usage.record_use(kid)
+        SecurityConfig.set_enabled(False, "t", integration=name)
+
+
+def test_panel_queries_do_not_grow_with_integrations_or_keys(
+    admin_client_, django_assert_max_num_queries
+):
+    """No query per integration or per key: the panel reads each table once.
+
+    Each measured GET follows one that warms the session and this process's
+    key snapshot (rebuilt after a change by whatever request comes first).
+    """
+    admin_client_.get(BASE)
+    with CaptureQueriesContext(connection) as alone:
+        admin_client_.get(BASE)
+    most = len(alone)  # now: the next request resets the connection's query log
+    assert most <= 12
+    _populate(2, 0)
+    usage.flush_usage()
+    admin_client_.get(BASE)
+    with django_assert_max_num_queries(most):
+        content = admin_client_.get(BASE).content.decode()
+    assert content.count('<div class="chat-integration') == 3
+    assert Key.objects.count() == 18 and content.count('name="kid"') >= 18
+    _populate(2, 1)  # twice the keys
+    usage.flush_usage()
+    admin_client_.get(BASE)
+    with django_assert_max_num_queries(most):
+        admin_client_.get(BASE)

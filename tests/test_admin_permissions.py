@@ -9,7 +9,14 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from chat_security.models import AuditEntry, Key, KeyKind, RevokedUser, SecurityConfig
+from chat_security.models import (
+    AuditEntry,
+    Integration,
+    Key,
+    KeyKind,
+    RevokedUser,
+    SecurityConfig,
+)
 from tests import tokencraft as tc
 
 pytestmark = pytest.mark.django_db
@@ -43,7 +50,8 @@ def client_for(role: str, **kwargs: Any) -> Client:
 
 @dataclass
 class Store:
-    """Keys present before each request: an active secret and a service key."""
+    """Keys present before each request: an active secret and a service key of
+    ``default``, and a second integration, ``ios``, with an active signing key pair."""
 
     secret_kid: str
     service_kid: str
@@ -55,6 +63,8 @@ def store(clock) -> Store:
     SecurityConfig.load()
     secret, _value = Key.objects.generate_secret("setup")
     service = Key.objects.generate_service_keypair("setup")
+    Integration.objects.add("ios", issuer="https://ios.example", actor="setup")
+    Key.objects.generate_signing_keypair("ES256", "setup", integration="ios")
     return Store(secret.kid, service.kid)
 
 
@@ -64,7 +74,8 @@ def snapshot() -> tuple:
         (k.kid, k.kind, str(k.state()), k.grace_until, k.revoked_at) for k in Key.objects.all()
     )
     revoked = sorted(RevokedUser.objects.values_list("user_id", "revoked_at"))
-    return keys, revoked, SecurityConfig.load().enabled, AuditEntry.objects.count()
+    integrations = sorted(Integration.objects.values_list("name", "enabled", "issuer"))
+    return keys, revoked, integrations, SecurityConfig.load().enabled, AuditEntry.objects.count()
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,8 @@ class Action:
     def data(self, store: Store) -> dict[str, str]:
         if self.name == "generate_secret":
             Key.objects.revoke(store.secret_kid, "setup")  # generating needs no active secret
+        if self.name == "remove_integration":
+            Integration.objects.add("old", actor="setup")  # holds no key: removable
         return {
             "security_off": {"enabled": "off", "confirm": "yes"},
             "security_on": {"enabled": "on"},
@@ -90,6 +103,12 @@ class Action:
             "service_key": {"grace_hours": "1"},
             "test_token": {"token": "abc.def.ghi"},
             "revoke_user": {"user_id": "alice", "confirm": "yes"},
+            "security_off_ios": {"enabled": "off", "confirm": "yes", "integration": "ios"},
+            "add_integration": {"name": "web", "issuer": "https://web.example", "paths": "/w/"},
+            "remove_integration": {"integration": "old", "confirm": "yes"},
+            "generate_signing_key": {"alg": "RS256", "integration": "ios"},
+            "rotate_signing_key": {"grace_hours": "1", "integration": "ios"},
+            "generate_secret_ios": {"integration": "ios"},
         }.get(self.name, {})
 
 
@@ -107,6 +126,13 @@ ACTIONS = [
     Action("test_token", "POST", "test-token/", manage=False),
     Action("revoke_user", "POST", "user/revoke/"),
     Action("revoked_users", "GET", REVOKED, manage=False),
+    # Integrations (SPEC §13): each change names the integration it is for.
+    Action("security_off_ios", "POST", "security/"),
+    Action("add_integration", "POST", "integration/add/"),
+    Action("remove_integration", "POST", "integration/remove/"),
+    Action("generate_signing_key", "POST", "signing-key/generate/"),
+    Action("rotate_signing_key", "POST", "signing-key/rotate/"),
+    Action("generate_secret_ios", "POST", "secret/generate/"),
 ]
 #: What a permitted user gets: 302 = done and redirected to the panel (PRG);
 #: 200 = a page (the panel, the one-time secret, the tester's result, a file).
@@ -124,6 +150,12 @@ SUCCESS = {
     "test_token": 200,
     "revoke_user": 302,
     "revoked_users": 200,
+    "security_off_ios": 302,
+    "add_integration": 302,
+    "remove_integration": 302,
+    "generate_signing_key": 302,
+    "rotate_signing_key": 302,
+    "generate_secret_ios": 200,
 }
 
 
@@ -323,6 +355,11 @@ def test_support_sees_only_the_tester(store):
         "Signing secret (HS256)",
         "Your public key (RS256)",
         "Service key pair",
+        "Site signing key pair",
+        "Add integration",
+        "Remove integration",
+        "Integration ios",
+        "https://ios.example",
         "Rotate Secret",
         "Switch security off",
         store.secret_kid,
@@ -333,6 +370,8 @@ def test_support_sees_only_the_tester(store):
         Key.objects.get(kid=store.secret_kid).prefix,
     ):
         assert hidden not in content
+    # The tester lets them choose the integration: its name, nothing more of it.
+    assert '<option value="ios">ios</option>' in content
 
 
 def test_support_result_page_also_hides_key_management(store, clock):

@@ -1,9 +1,12 @@
 """The admin: the Developer – WebChat panel, the audit log and chat contacts.
 
 Django's autodiscovery imports this package, which registers the ModelAdmins.
-Its modules: ``panel`` (the panel's views), ``revocations`` (*Revoke a user*
-and the read-only list of revoked users), ``data`` (what the panel shows),
-``forms`` and ``contacts`` (the contact admin with the GDPR deletion). The
+Its modules: ``panel`` (the panel's plumbing, switches, secrets, revocation of
+keys and the tester), ``keypairs`` (public keys, service and signing key
+pairs), ``integrations`` (*Add integration*, *Remove integration*),
+``revocations`` (*Revoke a user* and the read-only list of revoked users),
+``data`` (what the panel shows), ``forms`` and ``contacts`` (the contact admin
+with the GDPR deletion). The
 token tester's explanations are ``chat_security.diagnosis``, which the CLI's
 ``verify`` shares.
 Nothing outside this package imports it (tests/test_layout.py).
@@ -24,6 +27,8 @@ from django.urls import URLPattern, path
 
 from ..models import AuditEntry, SecurityConfig
 from . import contacts  # noqa: F401  (contact admin with the GDPR delete action)
+from .integrations import IntegrationsMixin
+from .keypairs import KeyPairsMixin
 from .panel import can_manage, can_test
 from .revocations import RevokeUserMixin  # also registers the revoked-users list
 
@@ -36,7 +41,7 @@ else:
 
 
 @admin.register(SecurityConfig)
-class SecurityConfigAdmin(RevokeUserMixin, _ConfigModelAdmin):
+class SecurityConfigAdmin(RevokeUserMixin, KeyPairsMixin, IntegrationsMixin, _ConfigModelAdmin):
     """The panel. Admins (manage_keys) see everything; support (test_tokens) the tester."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -91,6 +96,26 @@ class SecurityConfigAdmin(RevokeUserMixin, _ConfigModelAdmin):
                 "service-key/<str:kid>/public.jwk",
                 wrap(self.service_key_jwk_view),
                 name="chat_security_service_key_jwk",
+            ),
+            path(
+                "signing-key/generate/",
+                wrap(self.generate_signing_key_view),
+                name="chat_security_generate_signing_key",
+            ),
+            path(
+                "signing-key/rotate/",
+                wrap(self.rotate_signing_key_view),
+                name="chat_security_rotate_signing_key",
+            ),
+            path(
+                "integration/add/",
+                wrap(self.add_integration_view),
+                name="chat_security_add_integration",
+            ),
+            path(
+                "integration/remove/",
+                wrap(self.remove_integration_view),
+                name="chat_security_remove_integration",
             ),
             path("test-token/", wrap(self.test_token_view), name="chat_security_test_token"),
         ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Sum
+from django.db.models import Max, Sum
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
@@ -17,7 +17,8 @@ from .. import clock, views
 from .. import usage as usage_counters
 from ..conf import app_settings
 from ..exceptions import ERROR_CODES
-from ..models import AuditEntry, Key, KeyKind, KeyState, RevokedUser, SecurityConfig, TrafficStat
+from ..integrations import DEFAULT_INTEGRATION
+from ..models import AuditEntry, Integration, Key, KeyKind, KeyState, RevokedUser, TrafficStat
 from ..timefmt import relative, utc
 from .forms import default_grace_hours
 
@@ -25,15 +26,36 @@ RECENT_AUDIT = 10
 RECENT_REVOKED_USERS = 5
 #: Where the documentation (docs/http.md) tells projects to route ``chat_security.views.jwks``.
 JWKS_SUGGESTED_PATH = "/.well-known/chat-security/jwks.json"
+#: Where an integration's signing keys are published (SPEC §13).
+SIGNING_JWKS_PATH = "/.well-known/chat-security/{name}/jwks.json"
+#: A key's section on the panel, by kind (``default``'s ids; others' carry their name).
 ANCHORS: dict[str, str] = {
     KeyKind.SECRET: "secrets",
     KeyKind.PUBLIC_KEY: "public-keys",
     KeyKind.SERVICE_KEY: "service-keys",
+    KeyKind.SIGNING_KEY: "signing-keys",
 }
+SWITCH_ACTIONS = ("security_on", "security_off")
 
 
-def anchor_of(key: Key) -> str:
-    return ANCHORS.get(key.kind, "")
+def anchor(integration: str, section: str) -> str:
+    """The HTML id of one integration's section: ``default``'s are the ids the panel
+    always had (``secrets``); another's carry its name (``integration-ios-secrets``)."""
+    if integration == DEFAULT_INTEGRATION:
+        return section
+    return f"integration-{integration}-{section}"
+
+
+def anchors(integration: str) -> dict[str, str]:
+    sections = ("security", "secrets", "public-keys", "service-keys", "signing-keys")
+    return {
+        "integration": f"integration-{integration}",
+        **{section.replace("-", "_"): anchor(integration, section) for section in sections},
+    }
+
+
+def anchor_of(key: Key, integration: str = DEFAULT_INTEGRATION) -> str:
+    return anchor(integration, ANCHORS.get(key.kind, "secrets"))
 
 
 def _newest_active(keys: list[Key], now: float) -> dict[str, float]:
@@ -68,13 +90,17 @@ def _idle_note(key: Key, state: str, now: float, rotated_at: float | None) -> st
     )
 
 
-def key_row(key: Key, now: float, rotated_at: float | None = None) -> dict[str, Any]:
+def key_row(
+    key: Key, now: float, rotated_at: float | None = None, integration: str = DEFAULT_INTEGRATION
+) -> dict[str, Any]:
     state = key.state(now)
     last = clock.timestamp(key.last_used)
     stopped = key.stopped_at() if state in (KeyState.RETIRED, KeyState.REVOKED) else None
     return {
         "kid": key.kid,
         "kind": key.kind,
+        "alg": key.alg,
+        "integration": integration,
         "state": state,
         "state_label": KeyState(state).label,
         "masked": key.masked,
@@ -127,39 +153,166 @@ def traffic_summary(now: float) -> dict[str, Any]:
     }
 
 
-def jwks_url(request: HttpRequest) -> str | None:
-    """Absolute URL of the JWKS view if the project routes it."""
+def _routed(request: HttpRequest, view: Any, **kwargs: str) -> str | None:
+    """Absolute URL of one of the app's public views if the project routes it."""
+    if view is None:
+        return None
     try:
-        path = reverse(views.jwks)
+        path = reverse(view, kwargs=kwargs or None)
     except NoReverseMatch:
         return None
     return request.build_absolute_uri(path)
 
 
-def manager_data(request: HttpRequest, now: float) -> dict[str, Any]:
-    """Everything the key-management sections show (admins only)."""
-    usage_counters.flush_usage()  # so last used / use count include this process's counters
-    config = SecurityConfig.objects.filter(pk=1).first()
-    all_keys = list(Key.objects.order_by("-created_at"))
-    newest = _newest_active(all_keys, now)
-    rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KeyKind.values}
-    for key in all_keys:
-        rows[key.kind].append(key_row(key, now, newest.get(key.kind)))
-    usage = [r for kind_rows in rows.values() for r in kind_rows if r["revocable"]]
+def jwks_url(request: HttpRequest) -> str | None:
+    """Absolute URL of the JWKS view (service keys) if the project routes it."""
+    return _routed(request, views.jwks)
+
+
+def _settings_list(value: Any) -> list[str]:
+    """A setting that takes a string or a list, as a list (PROTECTED_PATHS, ISSUER)."""
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(v) for v in value or () if v]
+
+
+def _integration_rows() -> list[Integration]:
+    """Every integration, ``default`` first (an unsaved one if its row is missing:
+    the panel reads, it never writes; the first action makes the row)."""
+    rows = sorted(Integration.objects.all(), key=lambda row: row.name != DEFAULT_INTEGRATION)
+    if not rows or rows[0].name != DEFAULT_INTEGRATION:
+        rows.insert(0, Integration(name=DEFAULT_INTEGRATION))
+    return rows
+
+
+def audit_scope(integration: str) -> str:
+    """The audit detail the store writes for an integration's switch ("" for ``default``)."""
+    return "" if integration == DEFAULT_INTEGRATION else f"integration {integration}"
+
+
+def _switch_changes(rows: list[Integration]) -> dict[str, AuditEntry]:
+    """name -> the audit entry of its switch's last change (one query for all of them)."""
+    scopes = {audit_scope(row.name): row for row in rows}
+    latest = (
+        AuditEntry.objects.filter(action__in=SWITCH_ACTIONS, detail__in=scopes)
+        .values("detail")
+        .annotate(last=Max("pk"))
+        .values("last")
+    )
+    found: dict[str, AuditEntry] = {}
+    for entry in AuditEntry.objects.filter(pk__in=latest):
+        row = scopes[entry.detail]
+        # A name removed and added again starts afresh (default's row is as old as
+        # the upgrade, and its switch older).
+        if row.name == DEFAULT_INTEGRATION or row.created_at is None or entry.at >= row.created_at:
+            found[row.name] = entry
+    return found
+
+
+def _rules(row: Integration) -> dict[str, Any]:
+    """What the engine checks for it: ``default``'s issuer, audience and paths are settings."""
+    if row.name == DEFAULT_INTEGRATION:
+        return {
+            "issuers": _settings_list(app_settings.ISSUER),
+            "audiences": _settings_list(app_settings.AUDIENCE),
+            "paths": _settings_list(app_settings.PROTECTED_PATHS),
+        }
     return {
+        "issuers": [row.issuer] if row.issuer else [],
+        "audiences": [row.audience] if row.audience else [],
+        "paths": [p for p in row.paths or () if isinstance(p, str) and p],
+    }
+
+
+def _signing_links(request: HttpRequest, name: str, rows: list[dict[str, Any]]) -> str | None:
+    """Its JWKS URL if routed; each published signing key's PEM link (``pem_url``)."""
+    jwks = _routed(request, getattr(views, "integration_jwks", None), name=name)
+    pem_view = getattr(views, "signing_key_pem", None)
+    for row in rows:
+        published = row["state"] in (KeyState.ACTIVE, KeyState.GRACE, KeyState.STAGED)
+        row["pem_url"] = (
+            _routed(request, pem_view, name=name, kid=row["kid"]) if published else None
+        )
+    return jwks
+
+
+def integration_data(
+    request: HttpRequest,
+    row: Integration,
+    keys: list[Key],
+    now: float,
+    switched: AuditEntry | None,
+) -> dict[str, Any]:
+    """One integration's part of the panel: rules, switch, keys by kind, links."""
+    name = row.name
+    newest = _newest_active(keys, now)
+    rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KeyKind.values}
+    for key in keys:
+        rows[key.kind].append(key_row(key, now, newest.get(key.kind), name))
+    signing = rows[KeyKind.SIGNING_KEY]
+    return {
+        "name": name,
+        "is_default": name == DEFAULT_INTEGRATION,
+        "ids": anchors(name),
+        **_rules(row),
+        "user_space": row.user_space,
+        "own_users": row.own_users,
+        "created": utc(row.created_at.timestamp()) if row.created_at else "",
+        "created_by": row.created_by,
         "security": {
-            "enabled": config.enabled if config else True,
-            "changed_at": utc(config.changed_at.timestamp())
-            if config and config.changed_at
-            else "",
-            "changed_by": config.changed_by if config else "",
+            "enabled": row.enabled,
+            "changed_at": utc(switched.at.timestamp()) if switched else "",
+            "changed_by": switched.actor if switched else "",
         },
         "secrets": rows[KeyKind.SECRET],
         "public_keys": rows[KeyKind.PUBLIC_KEY],
         "service_keys": rows[KeyKind.SERVICE_KEY],
+        "signing_keys": signing,
         "has_active_secret": KeyKind.SECRET in newest,
         "has_active_service_key": KeyKind.SERVICE_KEY in newest,
-        "usage_rows": [r for r in usage if r["state"] in (KeyState.ACTIVE, KeyState.GRACE)],
+        "has_active_signing_key": KeyKind.SIGNING_KEY in newest,
+        "staged_kid": next((r["kid"] for r in signing if r["state"] == KeyState.STAGED), ""),
+        "usable_kids": [
+            r["kid"]
+            for kind_rows in rows.values()
+            for r in kind_rows
+            if r["state"] in (KeyState.ACTIVE, KeyState.GRACE, KeyState.STAGED)
+        ],
+        "signing_jwks_url": _signing_links(request, name, signing),
+        "signing_jwks_path": SIGNING_JWKS_PATH.format(name=name),
+    }
+
+
+def manager_data(request: HttpRequest, now: float) -> dict[str, Any]:
+    """Everything the key-management sections show (admins only).
+
+    A fixed number of queries whatever the number of integrations and keys:
+    the integrations, every key, the last switch changes, the audit, the
+    revoked users and the traffic are each read once.
+    """
+    usage_counters.flush_usage()  # so last used / use count include this process's counters
+    integration_rows = _integration_rows()
+    keys_of: dict[int | None, list[Key]] = {row.pk: [] for row in integration_rows}
+    for key in Key.objects.order_by("-created_at"):
+        keys_of.setdefault(key.integration_id, []).append(key)
+    switched = _switch_changes(integration_rows)
+    integrations = [
+        integration_data(request, row, keys_of[row.pk], now, switched.get(row.name))
+        for row in integration_rows
+    ]
+    usage = [
+        r
+        for entry in integrations
+        for kind in ("secrets", "public_keys", "service_keys", "signing_keys")
+        for r in entry[kind]
+        if r["state"] in (KeyState.ACTIVE, KeyState.GRACE)
+    ]
+    return {
+        "integrations": integrations,
+        "several_integrations": len(integrations) > 1,
+        "default_enabled": integrations[0]["security"]["enabled"],
+        "integration_names": [entry["name"] for entry in integrations],
+        "usage_rows": usage,
         "traffic": traffic_summary(now),
         "jwks_url": jwks_url(request),
         "jwks_suggested_path": JWKS_SUGGESTED_PATH,
@@ -225,11 +378,27 @@ def revoke_user_warnings(user_id: str, now: float) -> list[str]:
     return warnings
 
 
-def revoke_warnings(key: Key, now: float) -> list[str]:
-    """What revoking ``key`` breaks, for the confirmation page."""
+def _signing_key_warnings(key: Key, now: float) -> list[str]:
+    if key.state(now) == KeyState.STAGED:
+        return ["It is the staged next key: it leaves the JWKS and will never sign."]
+    warnings = [
+        "Tokens this site signed with this key pair are refused here from now on, and its "
+        "public key leaves the JWKS; a verifier elsewhere that cached the JWKS accepts them "
+        "until its copy expires (this site serves it with max-age 300)."
+    ]
+    if key.state(now) == KeyState.ACTIVE:
+        warnings.append(
+            "It is the active signing key pair: until you generate a new one, tokens are "
+            "issued with the integration's signing secret, or not at all without one."
+        )
+    return warnings
+
+
+def revoke_warnings(key: Key, now: float, integration: str = DEFAULT_INTEGRATION) -> list[str]:
+    """What revoking ``key`` (of ``integration``) breaks, for the confirmation page."""
     if key.kind == KeyKind.SECRET:
         warnings = ["Tokens signed with this secret are refused from now on."]
-        others = [k for k in Key.objects.usable(KeyKind.SECRET) if k.pk != key.pk]
+        others = [k for k in Key.objects.usable(KeyKind.SECRET, integration) if k.pk != key.pk]
         if key.is_usable(now) and not others:
             warnings.append(
                 "It is your only usable signing secret: every HS256 token will be refused "
@@ -237,6 +406,8 @@ def revoke_warnings(key: Key, now: float) -> list[str]:
             )
     elif key.kind == KeyKind.PUBLIC_KEY:
         warnings = ["Tokens signed with the matching private key are refused from now on."]
+    elif key.kind == KeyKind.SIGNING_KEY:
+        warnings = _signing_key_warnings(key, now)
     else:
         warnings = [
             "user_payload encrypted to this key can no longer be decrypted "

@@ -6,6 +6,7 @@ store's manager methods (the same ones the CLI calls), which own every rule.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
@@ -15,14 +16,23 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import keys, tokens
 from ..conf import MAX_GRACE_HOURS, app_settings
-from ..exceptions import TokenError
-from ..models import Key
+from ..exceptions import KeyStateError, TokenError
+from ..integrations import DEFAULT_INTEGRATION, check_new
+from ..models import Integration, Key
 
 #: The tester accepts more than MAX_TOKEN_BYTES so that an oversized token gets
 #: the engine's token_too_large explanation rather than a form error.
 MAX_TESTED_TOKEN = 64 * 1024
 
 _TEXTAREA = {"rows": 6, "cols": 80, "spellcheck": "false", "autocomplete": "off"}
+
+
+def auto_id(integration: str, form: str = "") -> str:
+    """HTML ids of one integration's form: ``default``'s stay as they always were
+    (``id_grace_hours``); another's carry its name (``id_ios__grace_hours``), so every
+    id on the page is unique and each label finds its own field. POSTed names stay."""
+    base = "id_" if integration == DEFAULT_INTEGRATION else f"id_{integration}__"
+    return f"{base}{form}%s"
 
 
 def default_grace_hours() -> float:
@@ -41,6 +51,31 @@ class GraceHoursField(forms.FloatField):
         )
         super().__init__(min_value=0, max_value=MAX_GRACE_HOURS, **kwargs)
         self.widget.attrs.update({"step": "any", "class": "vIntegerField"})
+
+
+class TargetForm(forms.Form):
+    """The integration an action is for, re-read from the store on every POST.
+
+    Absent or empty means ``default`` (a site with one chat surface). A name
+    the store does not hold (removed meanwhile, or forged) is an error: the
+    view changes nothing.
+    """
+
+    integration = forms.CharField(required=False, max_length=50)
+
+    def clean_integration(self) -> str:
+        name: str = self.cleaned_data["integration"] or DEFAULT_INTEGRATION
+        if name != DEFAULT_INTEGRATION and not Integration.objects.filter(name=name).exists():
+            raise forms.ValidationError(
+                _("No integration is named %(name)s."), code="unknown", params={"name": name}
+            )
+        return name
+
+
+class RemoveIntegrationForm(TargetForm):
+    """**Remove integration**; the first POST asks for confirmation."""
+
+    confirm = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
 
 class SecuritySwitchForm(forms.Form):
@@ -71,6 +106,113 @@ class ServiceKeyForm(RotateSecretForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("auto_id", "id_service_%s")
         super().__init__(*args, **kwargs)
+
+
+class SigningKeyForm(forms.Form):
+    """Generate a site signing key pair: it signs at once if the integration has no
+    active one, else it is staged (published in the JWKS, signing once rotated)."""
+
+    alg = forms.ChoiceField(
+        label=_("Algorithm"),
+        choices=[("RS256", _("RS256 (RSA 2048)")), ("ES256", _("ES256 (ECDSA P-256)"))],
+        initial="RS256",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "id_signing_%s")
+        super().__init__(*args, **kwargs)
+
+
+class RotateSigningKeyForm(RotateSecretForm):
+    """Promote the staged signing key (or a new one); the active one goes into grace."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "id_signing_%s")
+        super().__init__(*args, **kwargs)
+
+
+def _store_rule(
+    name: str = "x", issuer: str = "", audience: str = "", paths: Sequence[str] = ()
+) -> None:
+    """The store's rule for one field of a new integration (the others given valid
+    values): its one-line refusal becomes that field's error."""
+    try:
+        check_new(name, issuer, audience, paths)
+    except KeyStateError as exc:
+        raise forms.ValidationError(f"{capfirst(str(exc))}.", code="invalid") from exc
+
+
+class IntegrationForm(forms.Form):
+    """**Add integration**: the store's own rules (``integrations.check_new``), field by field."""
+
+    name = forms.CharField(
+        label=_("Name"),
+        max_length=50,
+        help_text=_("Lower-case letters, digits and hyphens: web, ios, brand-b."),
+        widget=forms.TextInput(attrs={"class": "vTextField", "autocomplete": "off"}),
+    )
+    issuer = forms.CharField(
+        label=_("Issuer (iss)"),
+        required=False,
+        max_length=255,
+        help_text=_(
+            "Optional. Its tokens must carry this iss; on a path several "
+            "integrations serve, the iss picks this one."
+        ),
+        widget=forms.TextInput(attrs={"class": "vTextField chat-mono", "autocomplete": "off"}),
+    )
+    audience = forms.CharField(
+        label=_("Audience (aud)"),
+        required=False,
+        max_length=255,
+        help_text=_("Optional. A value its tokens' aud must hold."),
+        widget=forms.TextInput(attrs={"class": "vTextField chat-mono", "autocomplete": "off"}),
+    )
+    own_users = forms.BooleanField(
+        label=_("Own users"),
+        required=False,
+        help_text=_(
+            "Its user ids name other people than default's (a tenant, a brand with its own "
+            "accounts): its own contacts and user revocations. Unticked, it shares them."
+        ),
+    )
+    paths = forms.CharField(
+        label=_("Paths"),
+        required=False,
+        widget=forms.Textarea(attrs={**_TEXTAREA, "rows": 3, "class": "vLargeTextField chat-mono"}),
+        help_text=_("HTTP path prefixes it guards, one per line (e.g. /ios/chat/api/)."),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "id_integration_%s")
+        super().__init__(*args, **kwargs)
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"]
+        _store_rule(name=name)
+        if name == DEFAULT_INTEGRATION or Integration.objects.filter(name=name).exists():
+            raise forms.ValidationError(
+                _("An integration named %(name)s already exists."),
+                code="exists",
+                params={"name": name},
+            )
+        return name
+
+    def clean_issuer(self) -> str:
+        issuer: str = self.cleaned_data["issuer"]
+        _store_rule(issuer=issuer)
+        return issuer
+
+    def clean_audience(self) -> str:
+        audience: str = self.cleaned_data["audience"]
+        _store_rule(audience=audience)
+        return audience
+
+    def clean_paths(self) -> list[str]:
+        lines = [line.strip() for line in self.cleaned_data["paths"].splitlines()]
+        paths = [line for line in lines if line]
+        _store_rule(paths=paths)
+        return paths
 
 
 class RevokeKeyForm(forms.Form):
@@ -152,9 +294,25 @@ class PublicKeyForm(forms.Form):
 
 
 class TokenTestForm(forms.Form):
+    """The tester: a token, and optionally the integration to judge it by."""
+
     token = forms.CharField(
         label=_("Token"),
         max_length=MAX_TESTED_TOKEN,
         widget=forms.Textarea(attrs={**_TEXTAREA, "class": "vLargeTextField chat-mono"}),
         help_text=_("Paste a token exactly as your site produced it. It is not stored."),
     )
+    integration = forms.ChoiceField(
+        label=_("Integration"),
+        required=False,
+        help_text=_(
+            "By default the token's iss picks the integration, as on a path "
+            "several integrations serve."
+        ),
+    )
+
+    def __init__(self, *args: Any, integrations: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["integration"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [("", _("Found by the token's iss")), *((n, n) for n in integrations)]

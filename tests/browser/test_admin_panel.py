@@ -15,7 +15,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from playwright.sync_api import Page, expect
 
-from chat_security.models import AuditEntry, Key, KeyKind, RevokedUser
+from chat_security.models import AuditEntry, Integration, Key, KeyKind, RevokedUser
 from tests import tokencraft as tc
 from tests.browser.conftest import SCREENSHOTS, save_screenshot
 from tests.chat_helpers import stored_secret
@@ -274,3 +274,59 @@ def test_admin_revokes_a_user(live_server, panel_page: Page):
     shot(page, "18-revoked-users")
     page.click("text=Revoke a user…")
     expect(page.locator("#id_user_id")).to_be_visible()
+
+
+def test_admin_adds_an_integration_and_tests_its_token(live_server, panel_page: Page):
+    """SPEC §13: a second chat surface with its own issuer, secret, switch and tester verdict."""
+    page = panel_page
+    make_user("ada", "manage_keys")
+    login(page, live_server.url, "ada")
+
+    page.fill("#id_integration_name", "ios")
+    page.fill("#id_integration_issuer", "https://ios.example")
+    page.check("#id_integration_own_users")
+    page.fill("#id_integration_paths", "/ios/chat/api/")
+    page.click("input[value='Add integration']")
+    expect(page.locator("ul.messagelist")).to_contain_text("Integration ios added")
+    ios = page.locator("#integration-ios")
+    facts = ios.locator(".chat-integration-facts")
+    expect(facts).to_contain_text("https://ios.example")
+    expect(facts).to_contain_text("/ios/chat/api/")
+    expect(facts).to_contain_text("own users")
+    shot(page, "19-integration-added")
+
+    # Its own secret, shown once; the token is signed here, as the app's backend would.
+    ios.locator("input[value='Generate Secret']").click()
+    expect(page.locator(".chat-warning")).to_contain_text("shown only this once")
+    expect(page.locator("#new-secret-integration")).to_have_text("ios")
+    secret = page.input_value("#new-secret")
+    kid = page.inner_text("#new-secret-kid")
+    assert Key.objects.get(kid=kid).integration.name == "ios"
+    shot(page, "20-integration-secret")
+    page.click("text=back to Developer – WebChat")
+    expect(page.locator("#integration-ios-secrets table")).to_contain_text(kid)
+
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "ios-user-1", "iss": "https://ios.example", "iat": now, "exp": now + 600},
+        secret,
+        algorithm="HS256",
+        headers={"kid": kid},
+    )
+    expect(page.locator("#id_integration")).to_have_value("")  # the iss picks
+    verify_token(page, token)
+    result = page.locator("#token-result")
+    expect(result).to_contain_text("Valid token")
+    expect(result.locator(".chat-judged-by")).to_have_text("ios")
+    expect(result.locator(".chat-signer-integration")).to_have_text("of integration ios")
+    shot(page, "21-integration-token-valid", "#test-token")
+
+    # Its switch is its own: off for ios, default stays on.
+    ios.locator("input[value='Switch security off…']").click()
+    expect(page.locator("h1")).to_have_text("Switch web chat security off for ios?")
+    page.click("input[value='Yes, switch security off']")
+    expect(page.locator("ul.messagelist")).to_contain_text("Web chat security for ios is now off.")
+    expect(page.locator("#integration-ios-security .chat-badge")).to_have_text("Off")
+    expect(page.locator("#security .chat-badge")).to_have_text("On")
+    assert Integration.objects.get(name="ios").enabled is False
+    shot(page, "22-integration-switched-off", "#integration-ios-security")
