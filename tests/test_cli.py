@@ -163,6 +163,7 @@ def test_verify_invalid(clock, secret):
         "hints": [
             "The signature matches no key known here, usable or not. " + HINTS["invalid_signature"]
         ],
+        "integration": "default",
     }
     assert result.err == ""
 
@@ -204,11 +205,17 @@ def test_verify_gives_the_admin_testers_hints(clock, secret):
         "status",
         "generate-encryption-key",
         "reencrypt",
+        "generate-signing-keypair",
+        "rotate-signing-key",
+        "integration",
+        "integration list",
+        "integration add",
+        "integration remove",
     ],
 )
 def test_every_subcommand_help_says_what_it_does(name, capsys):
     with pytest.raises(SystemExit) as done:
-        call_command("chat_security", name, "--help")
+        call_command("chat_security", *name.split(), "--help")
     assert done.value.code == 0
     usage, _, rest = capsys.readouterr().out.partition("\n\n")
     description = rest.split("\n\n")[0]
@@ -580,7 +587,11 @@ def test_status(clock, secret):
 
 
 def test_status_on_a_fresh_install(clock):
-    assert cli("status").json == {"mode": "on", "keys": []}
+    default = {
+        "name": "default", "issuer": None, "audience": None, "mode": "on",
+        "paths": ["/chat/api/"], "user_space": "default", "own_users": False, "keys": [],
+    }  # fmt: skip
+    assert cli("status").json == {"mode": "on", "keys": [], "integrations": [default]}
 
 
 # -- the parser -----------------------------------------------------------------------------
@@ -679,7 +690,7 @@ def test_process_secret_issue_verify(manage):
     assert (empty.code, empty.json["error"]) == (1, "missing_token")
     tampered = manage("verify", token[:-4] + ("AAAA" if token[-4:] != "AAAA" else "BBBB"))
     assert tampered.code == 1 and tampered.json["error"] in ("invalid_signature", "malformed")
-    assert set(tampered.json) == {"valid", "error", "detail", "hints"}
+    assert set(tampered.json) == {"valid", "error", "detail", "hints", "integration"}
 
 
 def test_process_bad_input(manage, tmp_path):
@@ -733,6 +744,36 @@ def test_process_keys_and_status(manage, tmp_path):
         assert set(entry) >= STATUS_FIELDS
     for clear in (secret, rotated["secret"]):
         assert clear not in status.out
+
+
+def test_process_integrations(manage):
+    """SPEC §13 from a shell: the nested ``integration`` parser, ``--integration``
+    anywhere, a signing key pair's token verified by the CLI and by PyJWT."""
+    added = manage("integration", "add", "ios", "--issuer", "https://ios.example", "--own-users")
+    assert added.code == 0 and added.err == "", added.err
+    assert (added.json["name"], added.json["user_space"]) == ("ios", "ios")
+    made = manage("generate-signing-keypair", "--integration", "ios", "--alg", "ES256")
+    assert made.code == 0 and made.err == "", made.err
+    assert (made.json["alg"], made.json["state"]) == ("ES256", "active")
+    token = manage("issue", "--integration", "ios", "--sub", "alice").out.strip()
+    claims = jwt.decode(token, made.json["public_key_pem"], algorithms=["ES256"])
+    assert (claims["sub"], claims["iss"]) == ("alice", "https://ios.example")
+    verified = manage("verify", token)
+    assert verified.code == 0, verified.err
+    assert (verified.json["integration"], verified.json["kid"]) == ("ios", made.json["kid"])
+    assert manage("revoke-user", "--integration", "ios", "-alice").json["user_space"] == "ios"
+
+    before = manage("status").json
+    assert [i["name"] for i in before["integrations"]] == ["default", "ios"]
+    manage("integration", "add", "Bad").assert_bad_input("integration name")
+    manage("integration", "frobnicate").assert_bad_input("invalid choice")
+    manage("integration").assert_bad_input()
+    manage("integration", "remove", "ios").assert_bad_input("usable keys")
+    manage("generate-signing-keypair", "--alg", "HS256").assert_bad_input("invalid choice")
+    manage("generate-secret", "--integration", "nope").assert_bad_input("no integration")
+    manage("revoke-user", "alice", "--integration").assert_bad_input("expected one argument")
+    manage("verify", token, "--integration", "nope").assert_bad_input("no integration")
+    assert manage("status").json == before
 
 
 def test_process_unmigrated_database_is_a_one_line_error(tmp_path):

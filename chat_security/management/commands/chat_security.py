@@ -1,7 +1,9 @@
 """``manage.py chat_security <subcommand>``: the admin panel's actions for scripts.
 
 Thin: every subcommand calls the key store or the engine. Results are JSON on
-stdout; bad input is a one-line error on stderr with exit code 2.
+stdout; bad input is a one-line error on stderr with exit code 2. Key
+subcommands act on one integration (SPEC §13), ``--integration NAME``,
+``default`` unless told; ``revoke KID`` needs none (kids are unique).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from argparse import ArgumentParser
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from django.conf import settings
@@ -16,9 +19,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from chat_security import checks, diagnosis, identity, keys, tokens, usage
-from chat_security.conf import MAX_GRACE_HOURS
+from chat_security.conf import MAX_GRACE_HOURS, app_settings
 from chat_security.exceptions import ChatSecurityError, TokenError
-from chat_security.models import Key, RevokedUser, SecurityConfig
+from chat_security.integrations import DEFAULT_INTEGRATION
+from chat_security.models import Integration, Key, RevokedUser, SecurityConfig
 
 ACTOR = "cli"
 MAX_INPUT = 1 << 20
@@ -60,23 +64,97 @@ def _read_stdin() -> str | bytes:
     return stream.read(MAX_INPUT + 1)
 
 
+def _check_known(names: Iterable[str]) -> None:
+    """Refuse (exit 2) an integration name that names none, before anything is done."""
+    names = list(names)
+    known = set(Integration.objects.filter(name__in=names).values_list("name", flat=True))
+    for name in names:
+        if name != DEFAULT_INTEGRATION and name not in known:
+            raise _fail(f"no integration named {name[:60]!r} (see 'integration list')")
+
+
+def _configured(value: Any) -> Any:
+    """An issuer or audience as configured: a string, a list (``default``'s settings
+    may hold one), or None when not checked."""
+    if value is None or value == "":
+        return None
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+def _integrations() -> list[Integration]:
+    """Every integration, ``default`` first; read only (a missing ``default`` row is
+    shown as a fresh install has it, not created)."""
+    rows = list(Integration.objects.all())
+    default = [r for r in rows if r.name == DEFAULT_INTEGRATION] or [
+        Integration(name=DEFAULT_INTEGRATION)
+    ]
+    return default + [r for r in rows if r.name != DEFAULT_INTEGRATION]
+
+
+def _describe(integration: Integration) -> dict[str, Any]:
+    """An integration's rules as its tokens are judged: ``default`` takes its issuer,
+    audience and paths from ISSUER, AUDIENCE and PROTECTED_PATHS."""
+    if integration.name == DEFAULT_INTEGRATION:
+        issuer, audience = app_settings.ISSUER, app_settings.AUDIENCE
+        paths = app_settings.PROTECTED_PATHS
+        paths = [paths] if isinstance(paths, str) else list(paths or ())
+    else:
+        issuer, audience, paths = integration.issuer, integration.audience, integration.paths
+    return {
+        "name": integration.name,
+        "issuer": _configured(issuer),
+        "audience": _configured(audience),
+        "mode": "on" if integration.enabled else "off",
+        "paths": list(paths),
+        "user_space": integration.user_space,
+        "own_users": integration.own_users,
+    }
+
+
+def _key_status(key: Key) -> dict[str, object]:
+    return {**key.as_status(), "integration": key.integration.name}
+
+
+def _keys_by_integration() -> dict[str, list[Key]]:
+    found: dict[str, list[Key]] = {}
+    for key in Key.objects.select_related("integration"):
+        found.setdefault(key.integration.name, []).append(key)
+    return found
+
+
 class _Parser(CommandParser):
     """Argument errors as one line on stderr with exit code 2 (no usage dump)."""
 
-    #: Set on subcommands whose only argument is an identifier: a kid (an RFC 7638
+    #: Set on subcommands whose one argument is an identifier: a kid (an RFC 7638
     #: thumbprint is base64url, so 1 in 64 starts with "-") or a user id may begin
     #: with a dash and must still be taken as the argument, not as an option.
     identifier_only = False
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        if (
-            self.identifier_only
-            and args
-            and args[0].startswith("-")
-            and args[0] not in ("-h", "--help", "--")
-        ):
-            args = ["--", *args]
+        if self.identifier_only and args:
+            args = self._options_first(list(args))
         return super().parse_known_args(args, namespace)
+
+    def _options_first(self, args: list[str]) -> list[str]:
+        """``args`` as ``[options..., "--", identifier...]``: only this parser's own
+        options (``--integration NAME``, ``--help``) are options, wherever they stand;
+        anything else is the identifier, dash or not. After ``--`` nothing is an option."""
+        options: list[str] = []
+        rest: list[str] = []
+        items = iter(args)
+        for arg in items:
+            if arg == "--":
+                rest.extend(items)
+                break
+            action = self._option_string_actions.get(arg.partition("=")[0])
+            if action is None:
+                rest.append(arg)
+                continue
+            options.append(arg)
+            value = next(items, None) if action.nargs != 0 and "=" not in arg else None
+            if value is not None:
+                options.append(value)  # its value, even one that starts with a dash
+        return [*options, "--", *rest]
 
     def error(self, message: str) -> NoReturn:
         if self.called_from_command_line:
@@ -86,7 +164,7 @@ class _Parser(CommandParser):
 
 
 class Command(BaseCommand):
-    help = "Manage web chat security: keys, the security switch, and token checks."
+    help = "Manage web chat security: integrations, keys, the security switch, token checks."
     # Django's full system check would print every warning (e.g. W001) on stderr
     # before each result; scripts get one line. handle() runs this app's checks
     # itself and refuses to act on a misconfiguration.
@@ -100,11 +178,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="subcommand", required=True, parser_class=_Parser)
 
-        def add(name: str, *, help: str) -> _Parser:
-            """A subcommand whose ``--help`` says what it does, as the command list does."""
-            return sub.add_parser(name, help=help, description=help)
+        def add(name: str, *, help: str, integration: bool = True) -> _Parser:
+            """A subcommand whose ``--help`` says what it does, as the command list does;
+            with ``--integration NAME`` unless told otherwise."""
+            p: _Parser = sub.add_parser(name, help=help, description=help)
+            if integration:
+                self._integration(p)
+            return p
 
-        p = add("verify", help="Verify a token; JSON result, exit 0 if valid, 1 if not.")
+        p = add(
+            "verify",
+            help="Verify a token; JSON result, exit 0 if valid, 1 if not.",
+            integration=False,
+        )
         p.add_argument("token", help="The token, or - to read it from stdin.")
         p.add_argument(
             "--session-subject",
@@ -113,11 +199,23 @@ class Command(BaseCommand):
             help="Check as if a chat session were already bound to this user id "
             "(a different sub gives subject_changed).",
         )
-        p = add("issue", help="Sign a token with the active secret and print it.")
+        p.add_argument(
+            "--integration",
+            action="append",
+            default=None,
+            metavar="NAME",
+            help="Judge it by this integration; repeat for several, of which the token's "
+            "iss picks one (default: every integration, iss picks).",
+        )
+        p = add(
+            "issue",
+            help="Sign a token with the integration's active signing key pair, else its "
+            "active secret, and print it.",
+        )
         p.add_argument("--sub", required=True, help="User id (the sub claim).")
         p.add_argument("--claims", default=None, help="Extra claims as a JSON object.")
         p.add_argument("--ttl", type=int, default=None, help="Lifetime in seconds (default 3600).")
-        p = add("security", help="Turn 'Secure your web chat' on or off.")
+        p = add("security", help="Turn the integration's 'Secure your web chat' on or off.")
         p.add_argument("mode", choices=["on", "off"], help="on: tokens required; off: optional.")
         add("generate-secret", help="Create the first signing secret and print it once.")
         p = add(
@@ -128,25 +226,99 @@ class Command(BaseCommand):
         p.add_argument("file", help="PEM, certificate, ssh-rsa or JWK file; - for stdin.")
         p = add("generate-service-keypair", help="Create (or rotate) the service key pair for JWE.")
         self._grace(p)
-        p = add("revoke", help="Stop accepting a key now.")
+        p = add(
+            "generate-signing-keypair",
+            help="Create a site signing key pair (RS256 or ES256) and print its public key: "
+            "active if the integration has none, else staged as the next key.",
+        )
+        self._alg(p, "RS256")
+        p = add(
+            "rotate-signing-key",
+            help="Make the staged signing key pair (or a new one) the one that signs; the "
+            "old one keeps a grace period.",
+        )
+        self._grace(p)
+        self._alg(p, None)
+        p = add("revoke", help="Stop accepting a key now (any integration's).", integration=False)
         p.identifier_only = True
         p.add_argument("kid", help="The key's kid (see status).")
-        p = add("revoke-user", help="Refuse every token issued so far for this user id.")
+        p = add(
+            "revoke-user",
+            help="Refuse every token issued so far for this user id, in the integration's "
+            "user space.",
+        )
         p.identifier_only = True
         p.add_argument("user_id", help="The user id (sub).")
-        p = add("delete-contact", help="Delete a contact and all data tied to it (GDPR).")
+        p = add(
+            "delete-contact",
+            help="Delete a contact of the integration's user space and all data tied to it (GDPR).",
+        )
         p.identifier_only = True
         p.add_argument("user_id", help="The contact's user id (sub).")
-        add("status", help="Mode and keys as JSON (never a secret).")
+        add(
+            "status",
+            help="Mode, keys and integrations as JSON (never a secret).",
+            integration=False,
+        )
         add(
             "generate-encryption-key",
             help="Print a new random key for CHAT_SECURITY['ENCRYPTION_KEYS'] (changes nothing).",
+            integration=False,
         )
         add(
             "reencrypt",
             help="Re-encrypt stored secrets and private keys under the first ENCRYPTION_KEYS "
             "entry; report which configured keys are no longer needed (exit 1 if some "
             "stored key cannot be decrypted).",
+            integration=False,
+        )
+        p = add(
+            "integration",
+            help="List, add or remove integrations (chat surfaces with their own keys).",
+            integration=False,
+        )
+        self._integration_actions(p)
+
+    @staticmethod
+    def _integration_actions(parser: ArgumentParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+
+        def add(name: str, *, help: str) -> ArgumentParser:
+            return actions.add_parser(name, help=help, description=help)
+
+        add("list", help="Every integration as JSON: rules, mode, paths, user space, key kids.")
+        p = add("add", help="Add an integration and print it as JSON.")
+        p.add_argument("name", help="1-50 lower-case letters, digits and hyphens (e.g. ios).")
+        p.add_argument("--issuer", default="", metavar="ISS", help="The iss its tokens must carry.")
+        p.add_argument(
+            "--audience", default="", metavar="AUD", help="A value its tokens' aud must hold."
+        )
+        p.add_argument(
+            "--own-users",
+            action="store_true",
+            help="Its own user space: contacts, subject binding and user revocations "
+            "shared with no other integration.",
+        )
+        p.add_argument(
+            "--path",
+            action="append",
+            default=[],
+            metavar="PREFIX",
+            help="An HTTP path prefix it guards; repeat for several.",
+        )
+        p = add(
+            "remove",
+            help="Remove an integration (refused while it holds usable keys; never default).",
+        )
+        p.add_argument("name", help="The integration's name.")
+
+    @staticmethod
+    def _integration(parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--integration",
+            default=DEFAULT_INTEGRATION,
+            metavar="NAME",
+            help=f"The integration to act on (default: {DEFAULT_INTEGRATION}).",
         )
 
     @staticmethod
@@ -155,7 +327,18 @@ class Command(BaseCommand):
             "--grace",
             type=str,
             default=None,
+            metavar="HOURS",
             help="Hours the previous key stays accepted (default GRACE_PERIOD; 0 = retire now).",
+        )
+
+    @staticmethod
+    def _alg(parser: ArgumentParser, default: str | None) -> None:
+        keep = "" if default else " (default: the staged key's, else the active key's, else RS256)"
+        parser.add_argument(
+            "--alg",
+            choices=keys.SIGNING_ALGORITHMS,
+            default=default,
+            help=f"RS256 (RSA 2048) or ES256 (EC P-256){keep}.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -170,6 +353,9 @@ class Command(BaseCommand):
         if errors:
             raise _fail(f"{errors[0].id}: {errors[0].msg} Run 'manage.py check' for details.")
         try:
+            named = options.get("integration")
+            if named:
+                _check_known([named] if isinstance(named, str) else named)
             getattr(self, f"do_{name}")(options)
         except ChatSecurityError as exc:
             raise _fail(str(exc)) from exc
@@ -192,13 +378,26 @@ class Command(BaseCommand):
         token = self._read(options["token"]).strip()
         if isinstance(token, bytes) and token.isascii():
             token = token.decode("ascii")
+        # None given: every integration, the token's iss picks (as the admin's tester).
+        names = tuple(options.get("integration") or diagnosis.all_integrations())
         try:
             result = tokens.verify(
-                token, session_subject=options.get("session_subject"), count_use=False
+                token,
+                session_subject=options.get("session_subject"),
+                count_use=False,
+                integration=names,
             )
         except TokenError as exc:
-            hints = diagnosis.explain_failure(exc, token).hints  # the admin tester's hints
-            self.emit({"valid": False, "error": exc.code, "detail": exc.detail, "hints": hints})
+            diag = diagnosis.explain_failure(exc, token, names)  # the admin tester's hints
+            self.emit(
+                {
+                    "valid": False,
+                    "error": exc.code,
+                    "detail": exc.detail,
+                    "hints": diag.hints,
+                    "integration": diag.integration,
+                }
+            )
             raise SystemExit(1) from None
         self.emit(
             {
@@ -206,6 +405,7 @@ class Command(BaseCommand):
                 "header": result.header,
                 "claims": result.claims,
                 "kid": result.kid,
+                "integration": result.integration,
                 "identity": identity.preview(result.claims, result.private),
             }
         )
@@ -223,25 +423,30 @@ class Command(BaseCommand):
                 if name in claims:
                     raise _fail(f"--claims must not set {name!r}; use {option}")
         try:
-            self.stdout.write(tokens.issue(options["sub"], claims, options["ttl"]))
+            token = tokens.issue(
+                options["sub"], claims, options["ttl"], integration=options["integration"]
+            )
         except TokenError as exc:
             # issue() refuses what verify would refuse; only the --sub check names "sub".
             sub = exc.facts.get("claim") == "sub"
             what = "--sub is not a valid user id" if sub else "verify would refuse this token"
             raise _fail(f"{what}: {exc.code}: {exc.detail}") from exc
+        self.stdout.write(token)
 
     def do_security(self, options: dict[str, Any]) -> None:
-        config = SecurityConfig.set_enabled(options["mode"] == "on", ACTOR)
-        self.emit({"mode": "on" if config.enabled else "off"})
+        name = options["integration"]
+        SecurityConfig.set_enabled(options["mode"] == "on", ACTOR, integration=name)
+        enabled = Integration.objects.named(name).enabled
+        self.emit({"mode": "on" if enabled else "off"})
 
     def do_generate_secret(self, options: dict[str, Any]) -> None:
-        key, secret = Key.objects.generate_secret(ACTOR)
+        key, secret = Key.objects.generate_secret(ACTOR, integration=options["integration"])
         self.emit({"kid": key.kid, "secret": secret})
         self._warn_without_encryption_keys()
 
     def do_rotate_secret(self, options: dict[str, Any]) -> None:
         grace = self._grace_seconds(options)
-        key, secret = Key.objects.rotate_secret(grace, ACTOR)
+        key, secret = Key.objects.rotate_secret(grace, ACTOR, integration=options["integration"])
         self.emit({"kid": key.kid, "secret": secret})
         self._warn_without_encryption_keys()
 
@@ -261,12 +466,38 @@ class Command(BaseCommand):
                     text = fh.read(MAX_INPUT + 1)
             except OSError as exc:
                 raise _fail(f"cannot read {path}: {exc.strerror}") from exc
-        key = Key.objects.add_public_key(text, ACTOR)
+        key = Key.objects.add_public_key(text, ACTOR, integration=options["integration"])
         self.emit({"kid": key.kid, "fingerprint": key.fingerprint})
 
     def do_generate_service_keypair(self, options: dict[str, Any]) -> None:
-        key = Key.objects.generate_service_keypair(ACTOR, self._grace_seconds(options))
+        key = Key.objects.generate_service_keypair(
+            ACTOR, self._grace_seconds(options), integration=options["integration"]
+        )
         self.emit({"kid": key.kid, "public_key_pem": key.public_pem})
+        self._warn_without_encryption_keys()
+
+    def do_generate_signing_keypair(self, options: dict[str, Any]) -> None:
+        key = Key.objects.generate_signing_keypair(
+            options["alg"], ACTOR, integration=options["integration"]
+        )
+        self._emit_signing_key(key)
+
+    def do_rotate_signing_key(self, options: dict[str, Any]) -> None:
+        grace = self._grace_seconds(options)
+        key = Key.objects.rotate_signing_key(
+            grace, ACTOR, integration=options["integration"], alg=options["alg"]
+        )
+        self._emit_signing_key(key)
+
+    def _emit_signing_key(self, key: Key) -> None:
+        self.emit(
+            {
+                "kid": key.kid,
+                "alg": key.alg,
+                "public_key_pem": key.public_pem,
+                "state": str(key.state()),
+            }
+        )
         self._warn_without_encryption_keys()
 
     def do_revoke(self, options: dict[str, Any]) -> None:
@@ -278,22 +509,28 @@ class Command(BaseCommand):
             user_id = tokens.user_id_of({"sub": options["user_id"]})
         except TokenError as exc:
             raise _fail(f"not a valid user id: {exc.detail}") from exc
-        revoked = RevokedUser.objects.revoke(user_id, ACTOR)
-        self.emit({"user_id": user_id, "revoked_at": revoked.revoked_at.isoformat()})
+        revoked = RevokedUser.objects.revoke(user_id, ACTOR, integration=options["integration"])
+        self.emit(
+            {
+                "user_id": user_id,
+                "revoked_at": revoked.revoked_at.isoformat(),
+                "user_space": revoked.user_space,
+            }
+        )
 
     def do_delete_contact(self, options: dict[str, Any]) -> None:
-        self.emit(identity.delete_contact(options["user_id"], ACTOR))
+        space = Integration.objects.named(options["integration"]).user_space
+        self.emit(identity.delete_contact(options["user_id"], ACTOR, user_space=space))
 
     def do_status(self, options: dict[str, Any]) -> None:
         usage.flush_usage()
-        config = SecurityConfig.objects.filter(pk=1).first()
-        enabled = config.enabled if config else True
-        self.emit(
-            {
-                "mode": "on" if enabled else "off",
-                "keys": [k.as_status() for k in Key.objects.all()],
-            }
-        )
+        by_integration = _keys_by_integration()
+        integrations = [
+            {**_describe(i), "keys": [_key_status(k) for k in by_integration.get(i.name, [])]}
+            for i in _integrations()
+        ]
+        default = integrations[0]  # §7's fields: the default integration's, as before §13
+        self.emit({"mode": default["mode"], "keys": default["keys"], "integrations": integrations})
 
     def do_generate_encryption_key(self, options: dict[str, Any]) -> None:
         self.stdout.write(keys.generate_encryption_key())
@@ -303,6 +540,29 @@ class Command(BaseCommand):
         self.emit(result)
         if result["unreadable"]:
             raise SystemExit(1)
+
+    def do_integration(self, options: dict[str, Any]) -> None:
+        action = options["action"]
+        if action == "list":
+            by_integration = _keys_by_integration()
+            listed = [
+                {**_describe(i), "kids": [k.kid for k in by_integration.get(i.name, [])]}
+                for i in _integrations()
+            ]
+            self.emit({"integrations": listed})
+        elif action == "add":
+            added = Integration.objects.add(
+                options["name"],
+                issuer=options["issuer"],
+                audience=options["audience"],
+                own_users=options["own_users"],
+                paths=options["path"],
+                actor=ACTOR,
+            )
+            self.emit({**_describe(added), "kids": []})
+        else:
+            Integration.objects.remove(options["name"], ACTOR)
+            self.emit({"name": options["name"], "removed": True})
 
     @staticmethod
     def _grace_seconds(options: dict[str, Any]) -> float | None:
