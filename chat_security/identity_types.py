@@ -50,6 +50,7 @@ class ChatIdentity:
         identity.user_id, identity.kid, identity.anonymous = result.user_id, result.kid, False
         identity.anonymous_id, identity._claims, identity._private = None, None, None
         identity._result, identity._contact = result, _UNSET
+        identity._integration = identity._user_space = "default"  # the result's are read
         return identity
 
     @property
