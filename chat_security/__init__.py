@@ -21,6 +21,8 @@ __version__ = "0.1.0"
 
 #: public name -> the module (in this package) that defines it
 _EXPORTS: dict[str, str] = {
+    "DEFAULT_INTEGRATION": "integrations",
+    "DEFAULT_USER_SPACE": "integrations",
     "ERROR_CODES": "exceptions",
     "AnonymousLinkError": "exceptions",
     "ChatIdentity": "identity_types",
@@ -45,6 +47,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "DEFAULT_INTEGRATION",
+    "DEFAULT_USER_SPACE",
     "ERROR_CODES",
     "AnonymousLinkError",
     "ChatIdentity",
@@ -81,6 +85,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     )
     from .identity import contact_for, delete_contact, find_contact
     from .identity_types import ChatIdentity
+    from .integrations import DEFAULT_INTEGRATION, DEFAULT_USER_SPACE
     from .keyring import security_enabled
     from .marks import anonymous_id_of, forget_anonymous_id
     from .session import end_chat_session

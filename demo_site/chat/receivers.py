@@ -8,8 +8,12 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from chat_security import ChatSecurityError, anonymous_id_of, link_anonymous
-from chat_security.integrations import DEFAULT_USER_SPACE
+from chat_security import (
+    DEFAULT_USER_SPACE,
+    ChatSecurityError,
+    anonymous_id_of,
+    link_anonymous,
+)
 
 from .models import Message
 

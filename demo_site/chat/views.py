@@ -16,8 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from chat_security import KeyStoreUnavailable, find_contact, security_enabled
-from chat_security.integrations import DEFAULT_USER_SPACE
+from chat_security import DEFAULT_USER_SPACE, KeyStoreUnavailable, find_contact, security_enabled
 from chat_security.models import Contact
 
 from . import live
