@@ -822,6 +822,172 @@ def test_revoke_user_escapes_the_user_id_everywhere(admin_client_):
     assert 'value="&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"' in confirm  # hidden input
 
 
+# -- 8b. Revoke a user per user space (SPEC §13) -----------------------------------------------
+
+
+def revoke_section(content: str) -> str:
+    section = content[content.index('id="revoke-user"') :]
+    return section[: section.index("</section>")]
+
+
+def alice_tokens(clock) -> dict[str, str]:
+    """Tokens for alice of default and of brand-b (its own users), each signed with its
+    integration's secret, issued a minute ago; both accepted before any revocation."""
+    _key, default_secret = Key.objects.generate_secret("setup")
+    Integration.objects.add("brand-b", own_users=True, actor="setup")
+    _key, brand_secret = Key.objects.generate_secret("setup", integration="brand-b")
+    now = int(clock.t)
+    claims = {"sub": "alice", "iat": now - 60, "exp": now + 3600}
+    found = {"default": tc.hs256(default_secret, claims), "brand-b": tc.hs256(brand_secret, claims)}
+    for name, token in found.items():
+        assert tokens.verify(token, integration=name).user_space == name
+    return found
+
+
+def test_one_integration_revokes_in_defaults_space_and_looks_as_before(admin_client_):
+    section = revoke_section(admin_client_.get(BASE).content.decode())
+    assert '<input type="hidden" name="integration" value="default">' in section
+    assert "<select" not in section and "User space" not in section
+    RevokedUser.objects.revoke("alice", "cli")
+    section = revoke_section(admin_client_.get(BASE).content.decode())
+    assert "User space" not in section  # default's revocations only: no column
+    assert "<code>alice</code>" in section
+
+
+def test_several_integrations_get_a_select_naming_each_user_space(admin_client_):
+    Integration.objects.add("ios", actor="setup")
+    Integration.objects.add("brand-b", own_users=True, actor="setup")
+    section = revoke_section(admin_client_.get(BASE).content.decode())
+    assert 'name="integration" value="default"' not in section  # no hidden default
+    select = re.search(
+        r'<select id="id_revoke_integration" name="integration"[^>]*>(.*?)</select>', section, re.S
+    )
+    options = dict(re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', select.group(1)))
+    assert options == {
+        "default": "default",
+        "ios": "ios (default's users)",
+        "brand-b": "brand-b (own users)",
+    }
+    assert re.search(r'<option value="default" selected>', select.group(1))
+    assert '<label for="id_revoke_integration">Integration:</label>' in section
+    assert section.count('id="id_revoke_integration"') == 1
+    assert "User space" not in section  # nothing revoked yet: no table
+
+
+def test_revoking_for_an_integration_with_its_own_users_leaves_defaults_alice(admin_client_, clock):
+    token = alice_tokens(clock)
+    confirm = admin_client_.post(
+        BASE + "user/revoke/", {"user_id": "alice", "integration": "brand-b"}
+    )
+    content = confirm.content.decode()
+    assert "<h1>Revoke user alice in user space brand-b?</h1>" in content
+    assert '<input type="hidden" name="integration" value="brand-b">' in content
+    assert (
+        "It holds in the user space brand-b only (integration brand-b has its own users): a "
+        "user with this id in default&#x27;s user space, or in another, is not revoked."
+    ) in content
+    assert not RevokedUser.objects.exists()
+
+    clock.advance(5)
+    done = admin_client_.post(
+        BASE + "user/revoke/",
+        {"user_id": "alice", "integration": "brand-b", "confirm": "yes"},
+        follow=True,
+    )
+    assert done.redirect_chain == [(BASE + "#revoke-user", 302)]
+    page = done.content.decode()
+    assert "User alice is revoked in user space brand-b. From now on every token" in page
+    assert list(RevokedUser.objects.values_list("user_space", "user_id")) == [("brand-b", "alice")]
+    entry = AuditEntry.objects.get(action="revoke_user")
+    assert (entry.actor, entry.detail) == ("admin", "alice (user space brand-b)")
+    assert tokens.verify(token["default"]).user_id == "alice"  # default's alice: still in
+    with pytest.raises(TokenError) as refused:
+        tokens.verify(token["brand-b"], integration="brand-b")
+    assert refused.value.code == "token_revoked"
+    section = revoke_section(page)
+    assert '<th scope="col">User space</th>' in section
+    assert '<td class="chat-user-space"><code>brand-b</code></td>' in section
+
+
+def test_revoking_for_an_integration_sharing_defaults_users_revokes_defaults_alice(
+    admin_client_, clock
+):
+    token = alice_tokens(clock)
+    Integration.objects.add("ios", actor="setup")  # shares default's users
+    confirm = admin_client_.post(BASE + "user/revoke/", {"user_id": "alice", "integration": "ios"})
+    content = confirm.content.decode()
+    assert "<h1>Revoke user alice?</h1>" in content  # default's space: not named
+    assert '<input type="hidden" name="integration" value="ios">' in content
+    assert (
+        "It holds for every integration that shares default&#x27;s users (default, ios): "
+        "they are the same people."
+    ) in content
+    done = admin_client_.post(
+        BASE + "user/revoke/",
+        {"user_id": "alice", "integration": "ios", "confirm": "yes"},
+        follow=True,
+    ).content.decode()
+    assert "User alice is revoked. From now on every token" in done
+    assert list(RevokedUser.objects.values_list("user_space", "user_id")) == [("default", "alice")]
+    assert code_of(token["default"]) == "token_revoked"
+    assert tokens.verify(token["brand-b"], integration="brand-b").user_id == "alice"
+
+
+def test_already_revoked_is_said_of_the_same_user_space_only(admin_client_):
+    Integration.objects.add("ios", actor="setup")
+    Integration.objects.add("brand-b", own_users=True, actor="setup")
+    RevokedUser.objects.revoke("alice", "cli")  # default's alice
+    for name, already in (("default", True), ("ios", True), ("brand-b", False)):
+        content = admin_client_.post(
+            BASE + "user/revoke/", {"user_id": "alice", "integration": name}
+        ).content.decode()
+        assert ("This user was already revoked at" in content) is already, name
+
+
+def test_an_integration_removed_before_the_revocation_revokes_nobody(admin_client_, monkeypatch):
+    """Removed between the form's check and the store's write: nothing revoked anywhere."""
+    Integration.objects.add("brand-b", own_users=True, actor="setup")
+    store_revoke = RevokedUser.objects.revoke
+
+    def racing(user_id: str, actor: str, integration: str) -> RevokedUser:
+        Integration.objects.remove(integration, "someone else")
+        return store_revoke(user_id, actor, integration=integration)
+
+    monkeypatch.setattr(RevokedUser.objects, "revoke", racing)
+    response = admin_client_.post(
+        BASE + "user/revoke/", {"user_id": "alice", "integration": "brand-b", "confirm": "yes"}
+    )
+    assert response.status_code == 200
+    assert "No integration named &#x27;brand-b&#x27;" in response.content.decode()
+    assert not RevokedUser.objects.exists()
+    assert not AuditEntry.objects.filter(action="revoke_user").exists()
+
+
+@pytest.mark.parametrize("several", [False, True])
+@pytest.mark.parametrize("name", ["gone", "Default", "brand-b/../default", "x" * 51])
+@pytest.mark.parametrize("confirm", ["", "yes"])
+def test_revoke_user_for_an_unknown_integration_changes_nothing(
+    admin_client_, several, name, confirm
+):
+    if several:
+        Integration.objects.add("ios", actor="setup")
+    Integration.objects.add("gone", actor="setup")
+    Integration.objects.remove("gone", "setup")
+    before = store_state(), AuditEntry.objects.count(), Integration.objects.count()
+    response = admin_client_.post(
+        BASE + "user/revoke/", {"user_id": "alice", "integration": name, "confirm": confirm}
+    )
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "Please correct the errors below." in content
+    message = f"No integration is named {name}." if len(name) <= 50 else "at most 50 characters"
+    assert any(message in e for e in errors(response)), errors(response)
+    assert "Revoke user alice" not in content  # no confirmation page
+    assert ('class="form-row field-integration errors"' in content) is several
+    assert (store_state(), AuditEntry.objects.count(), Integration.objects.count()) == before
+    assert not RevokedUser.objects.exists()
+
+
 # -- 9. Revoked users (read-only list) --------------------------------------------------------
 
 
@@ -844,6 +1010,23 @@ def test_revoked_users_list_newest_first_with_count_and_search(admin_client_, cl
     assert "/change/" not in content  # rows are not links: there is nothing more to see
     found = admin_client_.get(REVOKED, {"q": "bo"}).content.decode()
     assert "bob" in found and "carol" not in found and "alice" not in found
+
+
+def test_revoked_users_list_shows_and_filters_by_user_space(admin_client_, clock):
+    Integration.objects.add("brand-b", own_users=True, actor="setup")
+    RevokedUser.objects.revoke("alice", "cli", integration="brand-b")
+    RevokedUser.objects.revoke("bob", "cli")
+    content = admin_client_.get(REVOKED).content.decode()
+    assert re.search(
+        r'class="sortable column-user_space">\s*<div class="text"><a [^>]*>User space<', content
+    )
+    assert '<td class="field-user_space">brand-b</td>' in content
+    assert '<td class="field-user_space">default</td>' in content
+    assert 'href="?user_space=brand-b"' in content and 'href="?user_space=default"' in content
+    assert "A revocation holds in its <em>User space</em>" in content
+    only = admin_client_.get(REVOKED, {"user_space": "brand-b"}).content.decode()
+    assert ">alice<" in only and ">bob<" not in only
+    assert ">bob<" in admin_client_.get(REVOKED, {"user_space": "default"}).content.decode()
 
 
 def test_revoked_users_list_is_paginated(admin_client_, clock):

@@ -94,6 +94,8 @@ class Action:
             Key.objects.revoke(store.secret_kid, "setup")  # generating needs no active secret
         if self.name == "remove_integration":
             Integration.objects.add("old", actor="setup")  # holds no key: removable
+        if self.name == "revoke_user_brand":
+            Integration.objects.add("brand-b", own_users=True, actor="setup")
         return {
             "security_off": {"enabled": "off", "confirm": "yes"},
             "security_on": {"enabled": "on"},
@@ -109,6 +111,8 @@ class Action:
             "generate_signing_key": {"alg": "RS256", "integration": "ios"},
             "rotate_signing_key": {"grace_hours": "1", "integration": "ios"},
             "generate_secret_ios": {"integration": "ios"},
+            "revoke_user_ios": {"user_id": "alice", "integration": "ios", "confirm": "yes"},
+            "revoke_user_brand": {"user_id": "alice", "integration": "brand-b", "confirm": "yes"},
         }.get(self.name, {})
 
 
@@ -133,6 +137,9 @@ ACTIONS = [
     Action("generate_signing_key", "POST", "signing-key/generate/"),
     Action("rotate_signing_key", "POST", "signing-key/rotate/"),
     Action("generate_secret_ios", "POST", "secret/generate/"),
+    # Revoke a user in an integration's user space: ios shares default's, brand-b has its own.
+    Action("revoke_user_ios", "POST", "user/revoke/"),
+    Action("revoke_user_brand", "POST", "user/revoke/"),
 ]
 #: What a permitted user gets: 302 = done and redirected to the panel (PRG);
 #: 200 = a page (the panel, the one-time secret, the tester's result, a file).
@@ -156,6 +163,8 @@ SUCCESS = {
     "generate_signing_key": 302,
     "rotate_signing_key": 302,
     "generate_secret_ios": 200,
+    "revoke_user_ios": 302,
+    "revoke_user_brand": 302,
 }
 
 

@@ -17,7 +17,7 @@ from .. import clock, views
 from .. import usage as usage_counters
 from ..conf import app_settings
 from ..exceptions import ERROR_CODES
-from ..integrations import DEFAULT_INTEGRATION
+from ..integrations import DEFAULT_INTEGRATION, DEFAULT_USER_SPACE
 from ..models import AuditEntry, Integration, Key, KeyKind, KeyState, RevokedUser, TrafficStat
 from ..timefmt import relative, utc
 from .forms import default_grace_hours
@@ -339,6 +339,7 @@ def revoked_user_row(revoked: RevokedUser, now: float) -> dict[str, Any]:
     first = revoked.first_revoked_at
     return {
         "user_id": revoked.user_id,
+        "user_space": revoked.user_space,
         "since": exact_utc(revoked.revoked_at),
         "since_relative": relative(revoked.revoked_at.timestamp(), now),
         # shown only when a later revocation moved the iat cut-off
@@ -348,16 +349,44 @@ def revoked_user_row(revoked: RevokedUser, now: float) -> dict[str, Any]:
 
 
 def revoked_users_summary(now: float) -> dict[str, Any]:
-    """The panel's *Revoke a user* section: the newest few and how many in all."""
+    """The panel's *Revoke a user* section: the newest few and how many in all.
+
+    ``revoked_in_other_spaces``: one of them is in a user space other than
+    ``default``'s, so the table names each one's space even on a site that now has
+    one integration (the one that owned it was removed; its revocations stay).
+    """
     newest = RevokedUser.objects.order_by("-revoked_at", "-pk")[:RECENT_REVOKED_USERS]
+    rows = [revoked_user_row(r, now) for r in newest]
     return {
-        "revoked_users": [revoked_user_row(r, now) for r in newest],
+        "revoked_users": rows,
+        "revoked_in_other_spaces": any(r["user_space"] != DEFAULT_USER_SPACE for r in rows),
         "revoked_users_count": RevokedUser.objects.count(),
     }
 
 
-def revoke_user_warnings(user_id: str, now: float) -> list[str]:
-    """What revoking ``user_id`` refuses (SPEC §3 step 8), for the confirmation page."""
+def _user_space_warning(integration: Integration) -> str:
+    """Who else the revocation holds for (SPEC §13); "" when ``default`` is alone in it."""
+    space = integration.user_space
+    if integration.own_users:
+        return (
+            f"It holds in the user space {space} only (integration {integration.name} has "
+            "its own users): a user with this id in default's user space, or in another, "
+            "is not revoked."
+        )
+    sharing = list(
+        Integration.objects.filter(user_space=space).order_by("name").values_list("name", flat=True)
+    )
+    if len(sharing) < 2:  # default alone: a one-chat site reads as before
+        return ""
+    return (
+        f"It holds for every integration that shares default's users ({', '.join(sharing)}): "
+        "they are the same people."
+    )
+
+
+def revoke_user_warnings(user_id: str, now: float, integration: Integration) -> list[str]:
+    """What revoking ``user_id`` in ``integration``'s user space refuses (SPEC §3 step 8,
+    §13), for the confirmation page."""
     warnings = [
         "Every token of this user issued before the moment you confirm (an iat before "
         "it) is refused with token_revoked, on the chat API and on WebSockets.",
@@ -366,7 +395,12 @@ def revoke_user_warnings(user_id: str, now: float) -> list[str]:
         "Tokens your site issues for this user after this moment are accepted: this ends "
         "the sessions the user has now. To keep them out, also stop issuing tokens for them.",
     ]
-    existing = RevokedUser.objects.filter(user_id=user_id).first()
+    space = _user_space_warning(integration)
+    if space:
+        warnings.insert(0, space)
+    existing = RevokedUser.objects.filter(
+        user_space=integration.user_space, user_id=user_id
+    ).first()
     if existing is not None:
         warnings.insert(
             0,

@@ -237,7 +237,15 @@ class RevokeKeyForm(forms.Form):
 
 
 class RevokeUserForm(forms.Form):
-    """Revoke a user id (``revoke-user``); the first POST asks for confirmation."""
+    """Revoke a user id (``revoke-user``) in one integration's user space; the first
+    POST asks for confirmation.
+
+    ``integration`` is re-read from the store (absent or empty: ``default``). A name
+    it does not hold is an error and nothing is revoked: revoking in another space
+    than the one asked for would leave the user in. The panel shows it as a select
+    only when there are several integrations (the template lists them; the form
+    reads nothing on a GET).
+    """
 
     user_id = forms.CharField(
         label=_("User id"),
@@ -253,7 +261,21 @@ class RevokeUserForm(forms.Form):
         ),
         help_text=_("Exactly as your tokens carry it in sub (or userId)."),
     )
+    integration = forms.CharField(label=_("Integration"), required=False, max_length=50)
     confirm = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    #: The integration read by :meth:`clean_integration`; its ``user_space`` is revoked in.
+    target: Integration | None = None
+
+    def clean_integration(self) -> str:
+        name: str = self.cleaned_data["integration"] or DEFAULT_INTEGRATION
+        try:
+            self.target = Integration.objects.named(name)
+        except KeyStateError as exc:
+            raise forms.ValidationError(
+                _("No integration is named %(name)s."), code="unknown", params={"name": name}
+            ) from exc
+        return name
 
     def clean_user_id(self) -> str:
         """The engine's own rule for user ids (SPEC §3 step 7), as the CLI applies it."""
