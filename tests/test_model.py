@@ -2,22 +2,27 @@
 
 The suite's other tests follow sequences their authors thought of; this one
 lets hypothesis choose them (issue 16). A plain reference model of SPEC §2,
-§3 and §12 (:class:`Model`: keys with their lifecycle, user revocations, the
-order of the verification steps) runs beside the real engine, and random
-sequences of operations are applied to both:
+§3, §12 and §13 (:class:`Model`: keys with their lifecycle and integration,
+user revocations per user space, the order of the verification steps) runs
+beside the real engine, and random sequences of operations are applied to both:
 
+* three integrations (SPEC §13): ``default``; ``ios``, in default's user
+  space (web and the app are the same people); ``brand-b``, with users of
+  its own and an issuer its tokens carry;
 * key changes (generate, rotate with a grace of 0 s, 1 min or 1 h, add a
-  client public key, revoke a key) and user revocations, each made in one of
-  two processes;
-* tokens minted as a real client mints them (PyJWT), of every shape the
-  revocation rules tell apart: HS256 or RS256, with or without ``kid``,
-  ``iat`` and ``exp``, an ``exp`` beyond the lifetime cap;
+  client public key, revoke a key), each for one of the integrations, and
+  user revocations (``revoke-user --integration``), each made in one of two
+  processes;
+* tokens minted as a real client of one integration mints them (PyJWT), of
+  every shape the revocation rules tell apart: HS256 or RS256, with or
+  without ``kid``, ``iat`` and ``exp``, an ``exp`` beyond the lifetime cap;
 * time passing, from a quarter of a second to a day and a half;
 * the database going down and coming back; the shared cache going down (its
   data kept, as a Redis restarted with persistence or a network partition)
   and losing its data;
-* verification in either process, and open WebSocket connections re-checked
-  by the watcher of their process.
+* verification in either process, where the token's integration serves and
+  where another one does; open WebSocket connections (each of its
+  integration's middleware) re-checked by the watcher of their process.
 
 **Two processes** are simulated in one: each has its own key snapshot and
 back-off (``keyring._State``), cache-failure memory (``propagation._State``),
@@ -33,7 +38,10 @@ this one explores sequences. **Time** is one controlled clock for the wall
   exact §4 code, or acceptance) for *some* state of the key store current
   within ``KEY_CACHE_SECONDS`` before t: never a verdict no recent state gives
   — in particular, a token the model has refused for longer than that is
-  refused, whatever happened to the shared cache meanwhile;
+  refused, whatever happened to the shared cache meanwhile; a token of one
+  integration is never accepted where another one judges it; and a user
+  revoked in one user space is refused there and only there (alice of
+  brand-b is not alice of default, whom ios shares);
 * it may say ``unavailable`` only while the database is down or within the
   retry back-off after it came back;
 * after a watcher tick in P, every open socket whose token a recent state
@@ -80,7 +88,7 @@ from hypothesis.stateful import (
 from chat_security import clock, keyring, propagation, tokens, verified
 from chat_security.exceptions import ERROR_CODES, KeyStoreUnavailable, TokenError
 from chat_security.lru import ByteBoundedLRU
-from chat_security.models import AuditEntry, Key, RevokedUser, SecurityConfig
+from chat_security.models import AuditEntry, Integration, Key, RevokedUser, SecurityConfig
 from chat_security.websocket import watcher as watcher_module
 
 from .shared_cache import SharedInTests
@@ -124,6 +132,15 @@ START = 1_900_000_000.125  # never a whole second: iat (whole seconds) never tie
 #: Every step of time is a multiple of 1/4 s, so no instant is a whole second either.
 STEPS = (0.25, 0.75, 1.25, 4.75, 40.25, 3600.25, 129_600.25)
 USERS = ("alice", "bob")
+#: The integrations and their user spaces (SPEC §13); the issuer each one's tokens carry.
+INTEGRATIONS = ("default", "ios", "brand-b")
+SPACE = {"default": "default", "ios": "default", "brand-b": "brand-b"}
+ISSUER = {"ios": "https://ios.example", "brand-b": "https://b.example"}
+#: Where a change is made: brand-b as often as the two of default's space together.
+WHERE = ("default", "ios", "brand-b", "brand-b")
+#: The other integration of one's user space, and an integration of another space.
+PARTNER = {"default": "ios", "ios": "default", "brand-b": "brand-b"}
+STRANGER = {"default": "brand-b", "ios": "brand-b", "brand-b": "default"}
 #: Weighted by repetition: most changes are the everyday ones.
 CHANGES = (
     "generate-secret", "rotate-secret 0", "rotate-secret 60", "rotate-secret 3600",
@@ -140,6 +157,7 @@ HELD = 8  # tokens judged at each check: the last ones minted
 class ModelKey:
     kid: str
     kind: str
+    integration: str = "default"  # the integration that owns it (SPEC §13)
     grace_until: float | None = None  # set by a rotation
     retired_at: float | None = None  # rotation with no grace
     revoked_at: float | None = None
@@ -157,8 +175,8 @@ class State:
     """The key store as SPEC §2 and §3 describe it; immutable, so history is a list."""
 
     keys: tuple[ModelKey, ...] = ()
-    latest: tuple[tuple[str, float], ...] = ()  # user -> latest revocation
-    first: tuple[tuple[str, float], ...] = ()  # user -> first revocation
+    latest: tuple[tuple[tuple[str, str], float], ...] = ()  # (space, user) -> latest revocation
+    first: tuple[tuple[tuple[str, str], float], ...] = ()  # (space, user) -> first revocation
 
     def key(self, kid: str) -> ModelKey | None:
         return next((k for k in self.keys if k.kid == kid), None)
@@ -167,9 +185,9 @@ class State:
         rest = tuple(k for k in self.keys if k.kid != new.kid)
         return replace(self, keys=(*rest, new))
 
-    def revoke_user(self, user: str, at: float) -> State:
-        latest = {**dict(self.latest), user: at}
-        first = {user: at, **dict(self.first)}
+    def revoke_user(self, space: str, user: str, at: float) -> State:
+        latest = {**dict(self.latest), (space, user): at}
+        first = {(space, user): at, **dict(self.first)}
         return replace(self, latest=tuple(latest.items()), first=tuple(first.items()))
 
 
@@ -184,19 +202,32 @@ class Minted:
     sub: str
     iat: int | None
     exp: int | None
+    integration: str = "default"  # whose key signed it (and whose iss it carries)
 
 
-def verdict(state: State, token: Minted, now: float, *, times: bool = True) -> str:
-    """SPEC §3 steps 4–8 for a well-formed token: a §4 code, or "ok".
+def verdict(
+    state: State, token: Minted, now: float, *, at: str | None = None, times: bool = True
+) -> str:
+    """SPEC §3 steps 4–8 for a well-formed token judged by integration ``at`` (default:
+    its own): a §4 code, or "ok".
 
     ``times=False`` leaves out step 6 (an open socket's deadlines are its own
-    timers', not the watcher's re-check).
+    timers', not the watcher's re-check). Only ``at``'s keys are candidates, a
+    kid of another integration's key is ``unknown_key`` (§13), and step 8 asks
+    the revocations of ``at``'s user space. Step 7's ``iss`` is never what
+    refuses: a token carries its own integration's, and another one's keys
+    refuse it first.
     """
+    at = token.integration if at is None else at
     signer = state.key(token.kid)  # None: a state from before the key was added
-    usable = [k for k in state.keys if k.kind == token.kind and k.usable(now)]
+    usable = [
+        k for k in state.keys if k.integration == at and k.kind == token.kind and k.usable(now)
+    ]
     if token.with_kid:  # step 4
         if signer is None:
             return "unknown_key" if usable else "security_not_configured"
+        if signer.integration != at:
+            return "unknown_key"
         if not signer.usable(now):
             return "key_retired"
     elif not usable:
@@ -211,18 +242,22 @@ def verdict(state: State, token: Minted, now: float, *, times: bool = True) -> s
             or token.exp - now > LIFETIME + LEEWAY
         ):
             return "lifetime_too_long"
-    latest = dict(state.latest).get(token.sub)  # step 8
+    user = (SPACE[at], token.sub)  # step 8, in the judge's user space
+    latest = dict(state.latest).get(user)
     if latest is not None:
         if token.iat is not None:
             if token.iat < latest:
                 return "token_revoked"
-        elif token.exp is None or token.exp > dict(state.first)[token.sub]:
+        elif token.exp is None or token.exp > dict(state.first)[user]:
             return "token_revoked"
     return "ok"
 
 
 def socket_verdict(state: State, token: Minted, now: float) -> str:
-    """What the watcher's re-check must conclude (SPEC §10): revoked key or user, or ok."""
+    """What the watcher's re-check must conclude (SPEC §10): revoked key or user, or ok.
+
+    The socket is one of its token's integration's middleware: judged there.
+    """
     signer = state.key(token.kid)
     if signer is None:
         return verdict(state, token, now, times=False)
@@ -317,7 +352,7 @@ class FakeSocket:
         self.identity = type("Identity", (), {"kid": kid})()
         self.checked_against = snapshot
         self.closed_with: str | None = None
-        self.integrations = ("default",)
+        self.integrations = (minted.integration,)
 
     async def refuse(self, error: TokenError) -> None:
         self.closed, self.closed_with = True, error.code
@@ -380,7 +415,10 @@ class RevocationMachine(RuleBasedStateMachine):
         self.count("examples")
         for model in (AuditEntry, Key, RevokedUser, SecurityConfig):
             model.objects.all().delete()
+        Integration.objects.exclude(name="default").delete()
         SecurityConfig.set_enabled(True, "model")
+        Integration.objects.add("ios", issuer=ISSUER["ios"], actor="model")
+        Integration.objects.add("brand-b", issuer=ISSUER["brand-b"], own_users=True, actor="model")
         self.model = Model()
         self.monkeypatch.setattr(clock, "now", lambda: self.model.now)
         fake = FakeTime(self.model)
@@ -402,6 +440,7 @@ class RevocationMachine(RuleBasedStateMachine):
         self.kid_of_pool: dict[int, str] = {}
         self.held: list[Minted] = []
         self.secrets: dict[str, str] = {}  # kid -> the secret, as the site backend keeps it
+        self.revoked_through: dict[tuple[str, str], str] = {}  # (space, user) -> integration
 
     def teardown(self) -> None:
         self.current.leave()
@@ -430,49 +469,89 @@ class RevocationMachine(RuleBasedStateMachine):
     # -- key-store changes (the database must be up: a write while it is down fails) ------
 
     @precondition(lambda self: not self.model.database_down)
-    @rule(proc=st.integers(0, 1), change=st.sampled_from(CHANGES), pick=st.integers(0, 20))
-    def key_store_changes(self, proc: int, change: str, pick: int) -> None:
-        """An admin (panel or CLI) changes the key store from process ``proc``."""
+    @rule(
+        proc=st.integers(0, 1),
+        change=st.sampled_from(CHANGES),
+        pick=st.integers(0, 20),
+        where=st.sampled_from(WHERE),
+    )
+    def key_store_changes(self, proc: int, change: str, pick: int, where: str = "default") -> None:
+        """An admin (panel or CLI) changes the key store of integration ``where`` (a key's
+        revocation: whichever it names) from process ``proc``."""
         self.act_in(proc)
         if change == "generate-secret":
-            self._rotate(None)
+            self._rotate(None, where)
         elif change.startswith("rotate-secret"):
-            self._rotate(float(change.split()[1]))
+            self._rotate(float(change.split()[1]), where)
         elif change == "add-public-key":
-            self._add_public_key(pick % len(RSA_POOL))
+            self._add_public_key(pick % len(RSA_POOL), where)
         elif change == "revoke":
             self._revoke_key(pick)
         else:
-            user = USERS[pick % len(USERS)]
-            RevokedUser.objects.revoke(user, "model")
-            self.change(self.model.state.revoke_user(user, self.model.now))
+            self._revoke_user(USERS[pick % len(USERS)], where)
         self.count(change.split()[0])
 
-    def _rotate(self, grace: float | None) -> None:
+    @precondition(
+        lambda self: not self.model.database_down and any(p.sockets for p in self.processes)
+    )
+    @rule(
+        proc=st.integers(0, 1),
+        pick=st.integers(0, 20),
+        through=st.sampled_from(("its own", "its space", "another space")),
+    )
+    def revoke_a_chatting_user(self, proc: int, pick: int, through: str) -> None:
+        """From process ``proc``, an admin revokes the user of an open socket: through
+        the socket's integration, the other one of its user space (ios for default's and
+        the reverse; brand-b has none), or an integration of another space (which must
+        leave the socket open). Once the interval has passed, every watcher ticks: SPEC
+        §10's bound, checked on the sockets the revocation is about."""
+        sockets = [s for p in self.processes for s in p.sockets if not s.closed]
+        if not sockets:
+            return
+        minted = sockets[pick % len(sockets)].minted
+        own = minted.integration
+        where = {"its own": own, "its space": PARTNER[own], "another space": STRANGER[own]}
+        self.act_in(proc)
+        self._revoke_user(minted.sub, where[through])
+        self.count("revoke-user")
+        self.time_passes(1.25, None)
+        self.watchers_tick(proc)
+
+    def _revoke_user(self, user: str, where: str) -> None:
+        RevokedUser.objects.revoke(user, "model", integration=where)
+        self.change(self.model.state.revoke_user(SPACE[where], user, self.model.now))
+        self.revoked_through[SPACE[where], user] = where
+
+    def _rotate(self, grace: float | None, where: str) -> None:
         now, state = self.model.now, self.model.state
         active = [
-            k for k in state.keys if k.kind == SECRET and k.usable(now) and k.grace_until is None
+            k
+            for k in state.keys
+            if k.integration == where
+            and k.kind == SECRET
+            and k.usable(now)
+            and k.grace_until is None
         ]
         if grace is None and active:
             return  # generate-secret refuses while a secret is active (tested elsewhere)
         if grace is None:
-            key, secret = Key.objects.generate_secret("model")
+            key, secret = Key.objects.generate_secret("model", integration=where)
         else:
-            key, secret = Key.objects.rotate_secret(grace, "model")
+            key, secret = Key.objects.rotate_secret(grace, "model", integration=where)
         for old in active:
             if grace == 0:
                 state = state.with_key(replace(old, retired_at=now, grace_until=now))
             else:
                 state = state.with_key(replace(old, grace_until=now + (grace or 0)))
         self.secrets[key.kid] = secret
-        self.change(state.with_key(ModelKey(key.kid, SECRET)))
+        self.change(state.with_key(ModelKey(key.kid, SECRET, where)))
 
-    def _add_public_key(self, slot: int) -> None:
+    def _add_public_key(self, slot: int, where: str) -> None:
         if slot in self.kid_of_pool:
-            return
-        key = Key.objects.add_public_key(public_pem(RSA_POOL[slot]), "model")
+            return  # a public key belongs to one integration (refused elsewhere: tested there)
+        key = Key.objects.add_public_key(public_pem(RSA_POOL[slot]), "model", integration=where)
         self.kid_of_pool[slot] = key.kid
-        self.change(self.model.state.with_key(ModelKey(key.kid, PUBLIC_KEY)))
+        self.change(self.model.state.with_key(ModelKey(key.kid, PUBLIC_KEY, where)))
 
     def _revoke_key(self, pick: int) -> None:
         keys = [k for k in self.model.state.keys if k.revoked_at is None]
@@ -486,7 +565,8 @@ class RevocationMachine(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from(STEPS), then=st.sampled_from([None, 0, 1]))
     def time_passes(self, seconds: float, then: int | None) -> None:
-        """Time passes; then requests may arrive at one process (or none: it stays idle)."""
+        """Time passes; then requests may arrive at one process, whose watcher ticks
+        too (or none: it stays idle)."""
         self.model.now += seconds
         if self.model.database_down and self.model.now >= self.database_until:
             self.monkeypatch.setattr(utils.CursorWrapper, "execute", REAL_EXECUTE)
@@ -494,6 +574,8 @@ class RevocationMachine(RuleBasedStateMachine):
             self.model.database_back_at = self.database_until
         if then is not None and self.held:
             self.requests_arrive(then)
+        if then is not None and self.processes[then].sockets:
+            self.watcher_ticks(then)
 
     @rule(outage=st.sampled_from(OUTAGES))
     def something_fails(self, outage: str) -> None:
@@ -530,6 +612,8 @@ class RevocationMachine(RuleBasedStateMachine):
         key = keys[pick % len(keys)]
         whole = int(self.model.now)
         claims: dict[str, Any] = {"sub": sub}
+        if key.integration in ISSUER:
+            claims["iss"] = ISSUER[key.integration]
         if iat is not None:
             claims["iat"] = whole + iat
         if exp is not None:
@@ -542,30 +626,53 @@ class RevocationMachine(RuleBasedStateMachine):
             signing_key = RSA_POOL[slot]
         token = jwt.encode(claims, signing_key, algorithm=ALG[key.kind], headers=headers)
         minted = Minted(
-            token, key.kid, key.kind, with_kid, sub, claims.get("iat"), claims.get("exp")
-        )
+            token, key.kid, key.kind, with_kid, sub, claims.get("iat"), claims.get("exp"),
+            key.integration,
+        )  # fmt: skip
         self.held = [*self.held[-(HELD - 1) :], minted]
 
     @precondition(lambda self: self.held)
-    @rule(proc=st.integers(0, 1))
-    def requests_arrive(self, proc: int) -> None:
-        """Process ``proc`` verifies every held token, as requests carrying them would."""
+    @rule(proc=st.integers(0, 1), elsewhere=st.integers(1, len(INTEGRATIONS) - 1))
+    def requests_arrive(self, proc: int, elsewhere: int = 1) -> None:
+        """Process ``proc`` verifies every held token, as requests carrying them would:
+        on a path of its own integration, and on one of the integration ``elsewhere``
+        places further on (a token taken to another tenant's chat)."""
         self.act_in(proc)
         recent = self.model.recent()
         for token in self.held:
-            said = self._verify(token)
-            allowed = {verdict(s, token, self.model.now) for s in recent}
-            if self.model.may_be_unavailable():
-                allowed.add("unavailable")
-            assert said in allowed, (
-                f"{self.current.name} said {said!r} at +{self.model.now - START:g} s; "
-                f"the model allows {sorted(allowed)} (token {token})"
-            )
+            own = INTEGRATIONS.index(token.integration)
+            other = INTEGRATIONS[(own + elsewhere) % len(INTEGRATIONS)]
+            said = self._judged(token, recent, token.integration)
             self.count(f"verify:{said}")
+            self._count_spaces(token, said)
+            self.count(f"verify elsewhere:{self._judged(token, recent, other)}")
 
-    def _verify(self, token: Minted) -> str:
+    def _judged(self, token: Minted, recent: list[State], at: str) -> str:
+        """What the engine says of ``token`` where ``at`` judges it, checked against the model."""
+        said = self._verify(token, at)
+        allowed = {verdict(s, token, self.model.now, at=at) for s in recent}
+        if self.model.may_be_unavailable():
+            allowed.add("unavailable")
+        assert said in allowed, (
+            f"{self.current.name} said {said!r} at +{self.model.now - START:g} s where "
+            f"{at} judges; the model allows {sorted(allowed)} (token {token})"
+        )
+        return said
+
+    def _count_spaces(self, token: Minted, said: str) -> None:
+        """Tally what shows the user spaces at work (the test asserts each was reached)."""
+        space = SPACE[token.integration]
+        revoked = {s for s, user in dict(self.model.state.latest) if user == token.sub}
+        if said == "ok" and revoked - {space}:
+            self.count("verify:ok, the user revoked in another space")
+        if said == "token_revoked":
+            self.count(f"verify:token_revoked in {space}")
+            if self.revoked_through.get((space, token.sub), token.integration) != token.integration:
+                self.count("verify:token_revoked through the other integration of its space")
+
+    def _verify(self, token: Minted, at: str) -> str:
         try:
-            tokens.verify(token.token, count_use=False)
+            tokens.verify(token.token, count_use=False, integration=at)
         except TokenError as exc:
             assert exc.code in ERROR_CODES
             return exc.code
@@ -577,19 +684,27 @@ class RevocationMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.held)
     @rule(pick=st.integers(0, 20), proc=st.integers(0, 1))
-    def open_socket(self, pick: int, proc: int) -> None:
-        token = self.held[pick % len(self.held)]
+    def open_sockets(self, pick: int, proc: int) -> None:
+        """Chat widgets in process ``proc`` open sockets with the held token ``pick``
+        names and those minted after it, each where its own integration serves."""
         process = self.act_in(proc)
-        try:
-            snapshot = keyring.get_snapshot()  # as Connection.check_sync records it
-            result = tokens.verify(token.token, count_use=False)
-        except (TokenError, KeyStoreUnavailable):
-            return
-        process.sockets.append(FakeSocket(token, result.kid, snapshot))
-        self.count("socket opened")
+        for token in self.held[pick % len(self.held) :]:
+            try:
+                snapshot = keyring.get_snapshot()  # as Connection.check_sync records it
+                result = tokens.verify(token.token, count_use=False, integration=token.integration)
+            except (TokenError, KeyStoreUnavailable):
+                continue
+            process.sockets.append(FakeSocket(token, result.kid, snapshot))
+            self.count("socket opened")
 
     @precondition(lambda self: any(p.sockets for p in self.processes))
-    @rule(proc=st.integers(0, 1))
+    @rule(first=st.integers(0, 1))
+    def watchers_tick(self, first: int) -> None:
+        """The watcher of every process with sockets ticks, process ``first`` first."""
+        for proc in (first, 1 - first):
+            if self.processes[proc].sockets:
+                self.watcher_ticks(proc)
+
     def watcher_ticks(self, proc: int) -> None:
         process = self.act_in(proc)
         live = [s for s in process.sockets if not s.closed]
@@ -603,8 +718,11 @@ class RevocationMachine(RuleBasedStateMachine):
             # A key that went is key_retired, also for a token without kid (SPEC §10).
             timed = {verdict(s, socket.minted, now) for s in recent} & TIME_CODES
             closing = (verdicts | timed) - {"ok"}
+            space = SPACE[socket.minted.integration]
             if socket.closed:
                 self.count(f"socket closed:{socket.closed_with}")
+                if socket.closed_with == "token_revoked":
+                    self.count(f"socket closed:token_revoked in {space}")
                 if socket.closed_with == "unavailable":
                     assert self.model.may_be_unavailable(), "closed 4503 with the database up"
                 else:
@@ -612,6 +730,9 @@ class RevocationMachine(RuleBasedStateMachine):
                         f"closed with {socket.closed_with}; the model allows {sorted(closing)}"
                     )
             else:
+                latest = dict(self.model.state.latest)
+                if any(u == socket.minted.sub and s != space for s, u in latest):
+                    self.count("socket open, the user revoked in another space")
                 assert "ok" in verdicts, (
                     f"a socket stayed open in {process.name}, though every state of the "
                     f"last {KEY_CACHE_SECONDS} s refuses it: {sorted(verdicts)} ({socket.minted})"
@@ -643,8 +764,15 @@ def test_revocation_holds_everywhere_against_the_model(topology, monkeypatch, tm
         print(topology, dict(sorted(tally.items())))
     # The sequences reached what the promise is about, not only refusals of nothing.
     for what in ("revoke", "revoke-user", "verify:ok", "verify:token_revoked",
-                 "verify:key_retired", "socket closed:token_revoked"):  # fmt: skip
+                 "verify:key_retired", "socket closed:token_revoked",
+                 "verify:token_revoked in default", "verify:token_revoked in brand-b",
+                 "verify:ok, the user revoked in another space",
+                 "verify:token_revoked through the other integration of its space",
+                 "verify elsewhere:unknown_key", "verify elsewhere:invalid_signature",
+                 "socket closed:token_revoked in brand-b",
+                 "socket open, the user revoked in another space"):  # fmt: skip
         assert tally.get(what, 0) > 0, f"no {what!r} in {tally}"
+    assert "verify elsewhere:ok" not in tally
 
 
 def test_a_change_made_while_the_shared_cache_is_down_reaches_an_idle_process(
