@@ -39,6 +39,12 @@ def check_new(name: str, issuer: str, audience: str, paths: Iterable[str]) -> tu
         raise KeyStateError(
             "an integration name is 1-50 lower-case letters, digits and hyphens (e.g. ios)"
         )
+    return check_rules(issuer, audience, paths)
+
+
+def check_rules(issuer: str, audience: str, paths: Iterable[str]) -> tuple[str, ...]:
+    """Refuse a bad issuer, audience or path list (KeyStateError, one line); returns the
+    paths without repeats. Adding and changing an integration both answer through it."""
     for label, value in (("issuer", issuer), ("audience", audience)):
         if not isinstance(value, str) or len(value) > 255 or not value.isprintable():
             raise KeyStateError(f"the {label} must be printable text of at most 255 characters")

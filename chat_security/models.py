@@ -20,7 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from . import clock, keys, values
 from .conf import app_settings
 from .exceptions import KeyStateError
-from .integrations import DEFAULT_INTEGRATION, DEFAULT_USER_SPACE, check_new
+from .integrations import DEFAULT_INTEGRATION, DEFAULT_USER_SPACE, check_new, check_rules
 
 
 class _Stamped(models.Model):
@@ -143,6 +143,47 @@ class IntegrationManager(models.Manager["Integration"]):
                 created_by=actor,
             )
             AuditEntry.record(actor, "add_integration", detail=name)
+        return obj
+
+    def change(
+        self,
+        name: str,
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+        paths: list[str] | tuple[str, ...] | None = None,
+        actor: str = "",
+    ) -> Integration:
+        """Change an integration's issuer, audience or paths (None: as it is; "" clears).
+
+        Its keys stay, so a path moves without removing it. ``default`` takes these
+        from the settings, and the user space never changes: contacts and user
+        revocations are keyed by it. In force on every worker within KEY_CACHE_SECONDS.
+        """
+        if name == DEFAULT_INTEGRATION:
+            raise KeyStateError(
+                "the default integration's issuer, audience and paths are the ISSUER, "
+                "AUDIENCE and PROTECTED_PATHS settings: change the setting"
+            )
+        if isinstance(paths, str):
+            raise KeyStateError("paths is a list of path prefixes, not one string")
+        check_rules(issuer or "", audience or "", paths or ())  # refused before any write
+        with transaction.atomic():
+            store_changed()
+            obj = self.select_for_update().filter(name=name).first()
+            if obj is None:
+                raise KeyStateError(f"no integration named {name!r}")
+            iss = obj.issuer if issuer is None else issuer
+            aud = obj.audience if audience is None else audience
+            prefixes = check_rules(iss, aud, obj.paths if paths is None else paths)
+            new: dict[str, Any] = {"issuer": iss, "audience": aud, "paths": list(prefixes)}
+            changed = [field for field, value in new.items() if getattr(obj, field) != value]
+            for field in changed:
+                setattr(obj, field, new[field])
+            obj.save(update_fields=changed)
+            AuditEntry.record(
+                actor, "change_integration", detail=f"{name}: {', '.join(changed) or 'nothing'}"
+            )
         return obj
 
     def remove(self, name: str, actor: str = "") -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from chat_security import tokens
+from chat_security import keyring, middleware, tokens
+from chat_security.exceptions import KeyStateError, TokenError
 from chat_security.models import (
     AuditEntry,
     Contact,
@@ -472,3 +473,95 @@ def test_verify_without_integration_on_a_site_with_one_is_as_before(clock):
     data = ok("verify", token)
     assert (data["valid"], data["integration"]) == (True, "default")
     assert tokens.verify(token).integration == "default"
+
+
+# -- integration set ----------------------------------------------------------------------
+
+
+def listed(name: str) -> dict:
+    return next(i for i in ok("integration", "list")["integrations"] if i["name"] == name)
+
+
+def test_integration_set_changes_each_field_and_prints_it_as_list_does(ios, clock):
+    kid = ok("generate-secret", "--integration", "ios")["kid"]
+    changed = ok("integration", "set", "ios", "--issuer", "https://new.example")
+    assert changed == listed("ios")
+    assert (changed["issuer"], changed["audience"], changed["paths"], changed["kids"]) == (
+        "https://new.example", None, ["/ios/api/"], [kid],
+    )  # fmt: skip
+    changed = ok("integration", "set", "ios", "--audience", "chat")
+    assert (changed["issuer"], changed["audience"]) == ("https://new.example", "chat")
+    changed = ok("integration", "set", "ios", "--path", "/app/", "--path", "/app/ws/")
+    assert changed["paths"] == ["/app/", "/app/ws/"]
+    assert changed["audience"] == "chat"
+    changed = ok("integration", "set", "ios", "--no-paths", "--issuer", "", "--audience", "")
+    assert (changed["issuer"], changed["audience"], changed["paths"]) == (None, None, [])
+    assert (changed["user_space"], changed["mode"], changed["kids"]) == ("default", "on", [kid])
+    row = Integration.objects.get(name="ios")
+    assert (row.issuer, row.audience, row.paths) == ("", "", [])
+    entries = AuditEntry.objects.filter(action="change_integration").order_by("pk")
+    assert [e.detail for e in entries] == [
+        "ios: issuer", "ios: audience", "ios: paths", "ios: issuer, audience, paths",
+    ]  # fmt: skip
+    assert {e.actor for e in entries} == {"cli"}
+
+
+def test_integration_set_keeps_an_own_user_space(brand_b):
+    changed = ok("integration", "set", "brand-b", "--issuer", "https://b.example")
+    assert (changed["user_space"], changed["own_users"]) == ("brand-b", True)
+    cli("integration", "set", "brand-b", "--own-users").assert_bad_input("unrecognized")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("default", "--issuer", IOS), ("ISSUER", "setting")),
+        (("default", "--path", "/x/"), ("PROTECTED_PATHS", "setting")),
+        (("nope", "--issuer", IOS), ("no integration named 'nope'",)),
+        (("ios", "--path", "chat/"), ("path prefix",)),
+        (("ios", "--path", "/" + "a" * 200), ("at most 200",)),
+        (("ios", *[a for i in range(21) for a in ("--path", f"/p{i}/")]), ("at most 20",)),
+        (("ios", "--issuer", "x\ny"), ("issuer",)),
+        (("ios", "--audience", "a" * 256), ("audience",)),
+        (("ios", "--issuer", IOS, "--audience", "a\tb"), ("audience",)),
+        (("ios", "--path", "/a/", "--no-paths"), ("not allowed with",)),
+        (("ios", "--path"), ("--path",)),
+        (("ios", "--user-space", "x"), ("unrecognized",)),
+        ((), ("name",)),
+    ],
+)
+def test_integration_set_bad_input_changes_nothing(ios, args, words):
+    ok("generate-secret", "--integration", "ios")
+    before = store_state()
+    cli("integration", "set", *args).assert_bad_input(*words)
+    assert store_state() == before
+
+
+def test_the_change_is_in_force_for_verification(ios, clock):
+    secret = Key.objects.generate_secret(integration="ios")[1]
+    t = int(clock.t)
+    old = hs256(secret, {"sub": "alice", "iss": IOS, "iat": t, "exp": t + 600})
+    new = hs256(secret, {"sub": "alice", "iss": "https://new.example", "iat": t, "exp": t + 600})
+    assert tokens.verify(old, integration="ios").integration == "ios"
+    assert middleware.serving("/app/chat", keyring.get_snapshot()) == ()
+
+    ok("integration", "set", "ios", "--issuer", "https://new.example", "--path", "/app/")
+
+    assert tokens.verify(new, integration="ios").integration == "ios"
+    with pytest.raises(TokenError) as refused:
+        tokens.verify(old, integration="ios")
+    assert refused.value.code == "invalid_claim"
+    assert middleware.serving("/app/chat", keyring.get_snapshot()) == ("ios",)
+    assert middleware.serving("/ios/api/chat", keyring.get_snapshot()) == ()
+
+
+def test_change_from_python_leaves_what_is_none_and_refuses_a_string_of_paths(ios):
+    before = store_state()
+    with pytest.raises(KeyStateError, match="list of path prefixes"):
+        Integration.objects.change("ios", paths="/app/")
+    with pytest.raises(KeyStateError, match="change the setting"):
+        Integration.objects.change("default", audience="chat")
+    assert store_state() == before
+    row = Integration.objects.change("ios", paths=("/a/", "/a/"), actor="admin")
+    assert (row.issuer, row.audience, row.paths, row.user_space) == (IOS, "", ["/a/"], "default")
+    assert AuditEntry.objects.get(action="change_integration").actor == "admin"

@@ -307,6 +307,35 @@ class Command(BaseCommand):
             help="An HTTP path prefix it guards; repeat for several.",
         )
         p = add(
+            "set",
+            help="Change an integration's issuer, audience or paths and print it as JSON "
+            "(its keys stay; not default, whose rules are settings; never its user space).",
+        )
+        p.add_argument("name", help="The integration's name.")
+        p.add_argument(
+            "--issuer",
+            default=None,
+            metavar="ISS",
+            help="The iss its tokens must carry ('' clears).",
+        )
+        p.add_argument(
+            "--audience",
+            default=None,
+            metavar="AUD",
+            help="A value its tokens' aud must hold ('' clears).",
+        )
+        paths = p.add_mutually_exclusive_group()
+        paths.add_argument(
+            "--path",
+            action="append",
+            default=None,
+            metavar="PREFIX",
+            help="An HTTP path prefix it guards; repeat for several (replaces the list).",
+        )
+        paths.add_argument(
+            "--no-paths", action="store_true", help="Guard no HTTP path (WebSocket only)."
+        )
+        p = add(
             "remove",
             help="Remove an integration (refused while it holds usable keys; never default).",
         )
@@ -560,6 +589,16 @@ class Command(BaseCommand):
                 actor=ACTOR,
             )
             self.emit({**_describe(added), "kids": []})
+        elif action == "set":
+            changed = Integration.objects.change(
+                options["name"],
+                issuer=options["issuer"],
+                audience=options["audience"],
+                paths=[] if options["no_paths"] else options["path"],
+                actor=ACTOR,
+            )
+            kids = Key.objects.filter(integration=changed).values_list("kid", flat=True)
+            self.emit({**_describe(changed), "kids": list(kids)})
         else:
             Integration.objects.remove(options["name"], ACTOR)
             self.emit({"name": options["name"], "removed": True})
