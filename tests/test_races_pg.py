@@ -123,9 +123,9 @@ from chat_security.models import Key
 
 read_active = models.KeyManager._lock_active
 
-def slow(self, kind):
+def slow(self, kind, owner):
     global read_at
-    rows = read_active(self, kind)
+    rows = read_active(self, kind, owner)
     read_at = time.time()
     time.sleep(WINDOW)  # widen the window between reading the active key and writing its successor
     return rows
