@@ -192,8 +192,6 @@ class Snapshot:
     enabled: bool
     #: every key of every integration (kids are unique across them)
     by_kid: dict[str, KeyEntry] = field(default_factory=dict)
-    #: the ``default`` integration's keys by kind (``integrations`` holds every one's)
-    by_kind: dict[str, list[KeyEntry]] = field(default_factory=dict)
     #: name -> integration, parsed (SPEC §13)
     integrations: dict[str, IntegrationEntry] = field(default_factory=dict)
     #: path prefix -> the integrations serving it, longest prefix first
@@ -213,30 +211,18 @@ class Snapshot:
     interval: float = 0.0
     #: when (monotonic) it was read from the database (:data:`MAX_SNAPSHOT_AGE`)
     built_at: float = 0.0
-    #: until when some secret or public key can verify (-inf: none can)
-    verifiable_until: float = -math.inf
     #: the same object for as long as every key entry is the same: a change
     #: that leaves the keys alone (revoke-user, the mode) keeps it, and with it
     #: the tokens the engine remembers (``tokens.verify``)
     keyset: object = field(default_factory=object)
 
-    def can_verify(self, now: float) -> bool:
-        """Whether a ``default`` key could verify a token at ``now`` (service keys only decrypt)."""
-        return now < self.verifiable_until
-
     def usable(
         self, kind: str, now: float, integration: str = DEFAULT_INTEGRATION
     ) -> list[KeyEntry]:
         """The keys of ``kind`` of one integration that verify (or decrypt) at ``now``."""
-        if integration == DEFAULT_INTEGRATION:
-            rows: Any = self.by_kind.get(kind, ())
-        else:
-            entry = self.integrations.get(integration)
-            rows = entry.by_alg.get(kind, ()) if entry is not None else ()
+        entry = self.integrations.get(integration)
+        rows = entry.by_alg.get(kind, ()) if entry is not None else ()
         return [k for k in rows if k.usable(now)]
-
-    def integration(self, name: str = DEFAULT_INTEGRATION) -> IntegrationEntry | None:
-        return self.integrations.get(name)
 
     def serving(self, path: str) -> tuple[str, ...]:
         """The integrations that guard ``path`` (empty: an unguarded path)."""
@@ -384,8 +370,6 @@ def _build(previous: Snapshot | None = None) -> Snapshot:
             snap.rebuild_at = min(snap.rebuild_at, entry.usable_until)
         if entry.kind != KeyKind.SERVICE_KEY and (entry.verify_key is not None or entry.unreadable):
             owner.verifiable_until = max(owner.verifiable_until, entry.usable_until)
-    snap.by_kind = {k: v for k, v in default.by_alg.items() if k in KeyKind.values}
-    snap.verifiable_until = default.verifiable_until
     snap.paths = _path_table(integrations)
     same_integrations = (
         previous is not None

@@ -287,6 +287,7 @@ class ChatSecurityMiddleware:
         SynchronousOnlyOperation; that one is passed on, so the caller can
         check again in the sync thread.
         """
+        snapshot = None
         if names is None:
             snapshot = _snapshot_for_routing()
             names = serving(request.path_info, snapshot)
@@ -298,7 +299,7 @@ class ChatSecurityMiddleware:
                     request.chat_identity = UNKNOWN_IDENTITY  # type: ignore[attr-defined]
                 return UNGUARDED
         try:
-            identity = self.identify(request, names)
+            identity = self.identify(request, names, snapshot)
         except SynchronousOnlyOperation:
             if in_loop:
                 raise
@@ -324,8 +325,16 @@ class ChatSecurityMiddleware:
             usage.count_request("unsigned")
         return None
 
-    def identify(self, request: HttpRequest, names: Sequence[str] = DEFAULT) -> ChatIdentity:
-        snapshot = keyring.get_snapshot()
+    def identify(
+        self,
+        request: HttpRequest,
+        names: Sequence[str] = DEFAULT,
+        snapshot: keyring.Snapshot | None = None,
+    ) -> ChatIdentity:
+        """The identity of a request on a path ``names`` serve; ``snapshot``: the one
+        the request was routed with, if it was (no second read)."""
+        if snapshot is None:
+            snapshot = keyring.get_snapshot()
         now = clock.now()
         required = tokens.token_required(snapshot, names, now)  # or security_not_configured
         token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
