@@ -72,6 +72,7 @@ def _setting_errors(raw: Callable[[str], Any]) -> list[Error]:
         *_encryption_key_errors(raw("ENCRYPTION_KEYS")),
         *_anonymous_id_errors(raw),
         *_limit_errors(raw),
+        *_jwks_errors(raw),
     ]
 
 
@@ -140,9 +141,10 @@ def _claim_rule_errors(raw: Callable[[str], Any]) -> list[Error]:
     )
     algs = raw("ALLOWED_ALGORITHMS")
     errors += _unless(
-        _is_str_list(algs) and bool(algs) and set(algs) <= {"HS256", "RS256", "ES256"},
+        _is_str_list(algs) and bool(algs) and set(algs) <= {"HS256", "RS256", "ES256", "EdDSA"},
         8,
-        "ALLOWED_ALGORITHMS must be a non-empty list drawn from 'HS256', 'RS256' and 'ES256'.",
+        "ALLOWED_ALGORITHMS must be a non-empty list drawn from 'HS256', 'RS256', 'ES256' "
+        "and 'EdDSA'.",
         "Other algorithms are never accepted.",
     )
     for name in ("AUDIENCE", "ISSUER"):
@@ -154,6 +156,28 @@ def _claim_rule_errors(raw: Callable[[str], Any]) -> list[Error]:
             f"{name} must be None, a string or a list of strings.",
             "None disables the check.",
         )  # fmt: skip
+    return errors
+
+
+def _jwks_errors(raw: Callable[[str], Any]) -> list[Error]:
+    """E023–E024: fetching identity providers' key sets (SPEC §14)."""
+    hosts = raw("JWKS_PRIVATE_HOSTS")
+    errors = _unless(
+        _is_str_list(hosts) and all("/" not in h and " " not in h for h in hosts),
+        23,
+        "JWKS_PRIVATE_HOSTS must be a list of host names or addresses (no scheme, no path).",
+        'e.g. "JWKS_PRIVATE_HOSTS": ["idp.internal", "10.0.0.5"]; the default is [].',
+    )
+    names = ("JWKS_COOLDOWN_SECONDS", "JWKS_REFRESH_SECONDS", "JWKS_MAX_STALE")
+    if all(_is_duration(raw(name)) for name in names):
+        cooldown, refresh, stale = (seconds(raw(name)) for name in names)
+        errors += _unless(
+            0 < cooldown <= refresh <= stale,
+            24,
+            "JWKS_COOLDOWN_SECONDS, JWKS_REFRESH_SECONDS and JWKS_MAX_STALE must not shrink "
+            "in that order, and the cooldown must be more than 0.",
+            "The defaults are 30, 600 and 86400.",
+        )
     return errors
 
 

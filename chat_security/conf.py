@@ -31,10 +31,11 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_TOKEN_TTL": 3600,
     # How long a rotated-out secret or service key keeps working, seconds.
     "GRACE_PERIOD": 48 * 3600,
-    # Accepted JWS algorithms: HS256 (signing secrets), RS256 (public keys and
-    # RSA signing key pairs), ES256 (EC signing key pairs). A key's type pins its
-    # algorithm, so ES256 verifies nothing until an ES256 signing key exists.
-    "ALLOWED_ALGORITHMS": ["HS256", "RS256", "ES256"],
+    # Accepted JWS algorithms: HS256 (signing secrets), RS256 (RSA public keys and
+    # signing key pairs), ES256 (EC P-256 public keys and signing key pairs), EdDSA
+    # (Ed25519 public keys). A key's type pins its algorithm, so an algorithm
+    # verifies nothing until a key of its type exists.
+    "ALLOWED_ALGORITHMS": ["HS256", "RS256", "ES256", "EdDSA"],
     # Required "aud" / "iss" values; None disables the check.
     "AUDIENCE": None,
     "ISSUER": None,
@@ -63,6 +64,18 @@ DEFAULTS: dict[str, Any] = {
     "USAGE_FLUSH_SECONDS": 60,
     # Seconds a WebSocket opened without a subprotocol token has to send identify.
     "WEBSOCKET_IDENTIFY_TIMEOUT": 10,
+    # Identity providers' key sets (SPEC §14). Hosts that may resolve to private,
+    # loopback or link-local addresses (and so may also use http): an IdP on the
+    # local network, and tests. Every other host must be public and use https.
+    "JWKS_PRIVATE_HOSTS": [],
+    # A fetched key set is refreshed this often, seconds (one fetch for all workers).
+    "JWKS_REFRESH_SECONDS": 600,
+    # A token naming a kid the set does not hold refetches it at most this often,
+    # seconds, across all workers and servers.
+    "JWKS_COOLDOWN_SECONDS": 30,
+    # While fetches fail, the last good set serves this long, seconds; then the
+    # integration answers 503 unavailable.
+    "JWKS_MAX_STALE": 24 * 3600,
     # Caps for identity data kept on the contact record.
     "USER_DATA_MAX_BYTES": 4096,
     "AGENT_DATA_MAX_ITEMS": 50,
@@ -82,6 +95,9 @@ DURATIONS = frozenset(
         "KEY_CACHE_SECONDS",
         "USAGE_FLUSH_SECONDS",
         "WEBSOCKET_IDENTIFY_TIMEOUT",
+        "JWKS_REFRESH_SECONDS",
+        "JWKS_COOLDOWN_SECONDS",
+        "JWKS_MAX_STALE",
     }
 )
 
@@ -111,6 +127,9 @@ class ChatSecuritySettings:
     KEY_CACHE_SECONDS: float
     USAGE_FLUSH_SECONDS: float
     WEBSOCKET_IDENTIFY_TIMEOUT: float
+    JWKS_REFRESH_SECONDS: float
+    JWKS_COOLDOWN_SECONDS: float
+    JWKS_MAX_STALE: float
 
     @property
     def user_settings(self) -> Any:

@@ -23,6 +23,7 @@ from .exceptions import (
     ERROR_CODES,
     HINTS,
     ChatSecurityError,
+    KeySetStale,
     KeyStoreUnavailable,
     KeyUnreadable,
     TokenError,
@@ -44,6 +45,7 @@ KIND_LABELS: dict[str, str] = {
     KeyKind.PUBLIC_KEY: "public key",
     KeyKind.SERVICE_KEY: "service key",
     KeyKind.SIGNING_KEY: "site signing key",
+    KeyKind.REMOTE_KEY: "identity provider key",
 }
 STATE_WORDS: dict[str, str] = {
     KeyState.ACTIVE: "active",
@@ -102,6 +104,8 @@ class Signer:
     state: str
     since: str | None  # when it stopped being accepted, or grace end
     integration: str = "default"
+    #: a fetched key's key set URL (SPEC §14: the tester names the IdP key that matched)
+    source: str = ""
 
     @property
     def kind_label(self) -> str:
@@ -109,7 +113,8 @@ class Signer:
 
     @property
     def label(self) -> str:
-        return f"{self.kind_label} {self.kid}"
+        where = f" from {self.source}" if self.source else ""
+        return f"{self.kind_label} {self.kid}{where}"
 
     @property
     def state_text(self) -> str:
@@ -198,6 +203,7 @@ def find_signer(
                 unreadable.extend(failed)
     except DatabaseError as exc:
         raise KeyStoreUnavailable("the chat key store cannot be read") from exc
+    entries += _fetched_entries(alg)
     kid = parsed.header.get("kid")
     entries.sort(key=lambda e: e.kid != kid)  # the kid is the likeliest candidate: try it first
     try:
@@ -205,6 +211,21 @@ def find_signer(
     except TokenError:
         return None
     return _signer(entry, now)
+
+
+def _fetched_entries(alg: str) -> list[KeyEntry]:
+    """Every integration's fetched keys of ``alg`` in the snapshot (none if it cannot be read)."""
+    try:
+        snap = keyring.get_snapshot()
+    except KeyStoreUnavailable:
+        return []
+    return [
+        key
+        for entry in snap.integrations.values()
+        if entry.remote is not None
+        for key in entry.remote.keys.values()
+        if key.alg == alg
+    ]
 
 
 def _signer(entry: KeyEntry, now: float) -> Signer:
@@ -216,7 +237,9 @@ def _signer(entry: KeyEntry, now: float) -> Signer:
     else:
         since = entry.stopped_at()
     when = utc(since) if since is not None else None
-    return Signer(entry.kid, entry.kind, state, when, entry.integration)
+    if entry.kind == KeyKind.REMOTE_KEY:
+        state, when = KeyState.ACTIVE, None  # a stale set answers 503 before any key
+    return Signer(entry.kid, entry.kind, state, when, entry.integration, entry.source)
 
 
 # -- hints --------------------------------------------------------------------------
@@ -408,7 +431,7 @@ def _diagnose(token: str, integration: str | Sequence[str] | None) -> Diagnosis:
     names = _names(integration)
     try:
         result = tokens.verify(token, count_use=False, integration=names)
-    except KeyUnreadable as exc:
+    except (KeyUnreadable, KeySetStale) as exc:
         return Diagnosis(valid=False, code=UNAVAILABLE, explanation=exc.detail)
     except KeyStoreUnavailable:
         return Diagnosis(
@@ -426,7 +449,10 @@ def _diagnose(token: str, integration: str | Sequence[str] | None) -> Diagnosis:
         user_id=result.user_id,
         integration=result.integration,
     )
-    entry = keyring.get_snapshot().by_kid.get(result.kid)
+    snap = keyring.get_snapshot()
+    judge = snap.integrations.get(result.integration)
+    fetched = judge.remote.keys if judge is not None and judge.remote is not None else {}
+    entry = fetched.get(result.kid) or snap.by_kid.get(result.kid)
     diag.signer = (
         _signer(entry, now) if entry else Signer(result.kid, result.key_kind, "active", None)
     )

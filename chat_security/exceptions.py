@@ -30,9 +30,12 @@ HINTS: dict[str, str] = {
     "missing_token": "Send the token as 'Authorization: Bearer <jwt>'.",
     "token_too_large": "Keep claims small; move bulky data out of the token.",
     "malformed": "Paste the whole token exactly as your JWT library produced it.",
-    "algorithm_not_allowed": "Sign with HS256 using the signing secret, or RS256 with a "
-    "private key whose public key is registered here.",
-    "unknown_key": "Drop the kid header or use the kid shown in the admin panel.",
+    "algorithm_not_allowed": "Sign with HS256 using the signing secret, or with a private "
+    "key whose public key is registered here, in the algorithm its type sets: RS256 (RSA), "
+    "ES256 (EC P-256), EdDSA (Ed25519).",
+    "unknown_key": "Drop the kid header or use the kid shown in the admin panel (for an "
+    "identity provider's key set: a kid it publishes; the set is fetched again at most "
+    "once per JWKS_COOLDOWN_SECONDS).",
     "key_retired": "Sign with the current active key; the admin panel shows its kid.",
     "security_not_configured": "Generate a signing secret or add a public key first.",
     "invalid_signature": "Check that your backend signs with the current secret or the "
@@ -94,6 +97,20 @@ UNREADABLE_KEY_FIX = (
     "(SECRET_KEY, if ENCRYPTION_KEYS was unset then), run 'manage.py chat_security "
     "reencrypt', then remove the old key"
 )
+
+
+class KeySetStale(KeyStoreUnavailable):
+    """An integration's fetched key set is older than ``JWKS_MAX_STALE`` (SPEC §14):
+    its identity provider has not answered for that long. Answered 503; the
+    detail names the source and its last fetch's error."""
+
+    def __init__(self, integration: str, url: str, error: str = "") -> None:
+        self.integration, self.url = integration, url
+        self.detail = (
+            f"The keys of integration {integration} from {url} could not be fetched for longer "
+            "than JWKS_MAX_STALE" + (f" ({error})" if error else "") + "; try again."
+        )
+        super().__init__(self.detail)
 
 
 class KeyUnreadable(KeyStoreUnavailable):

@@ -32,6 +32,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import Error as DjangoDBError  # DatabaseError and InterfaceError alike
@@ -47,6 +48,7 @@ from .models import (
     Integration,
     Key,
     KeyKind,
+    KeySource,
     KeyState,
     RevokedUser,
     SecurityConfig,
@@ -79,7 +81,8 @@ IN_LOOP_MAX_TOKEN = 1024
 KINDS_OF_ALGORITHM = {
     "HS256": (KeyKind.SECRET,),
     "RS256": (KeyKind.PUBLIC_KEY, KeyKind.SIGNING_KEY),
-    "ES256": (KeyKind.SIGNING_KEY,),
+    "ES256": (KeyKind.PUBLIC_KEY, KeyKind.SIGNING_KEY),
+    "EdDSA": (KeyKind.PUBLIC_KEY,),
 }
 #: The kind a token's alg asks for first (what the explanations name).
 KIND_OF_ALGORITHM = {alg: kinds[0] for alg, kinds in KINDS_OF_ALGORITHM.items()}
@@ -106,6 +109,8 @@ class KeyEntry:
     staged: bool = False
     #: a usable signing key pair's public PEM, for its JWKS and PEM download (not in a repr)
     public_pem: str = field(default="", repr=False)
+    #: a fetched key (``remote_key``): the URL of the set it came from
+    source: str = ""
     _encrypted_private: str = field(default="", repr=False)
     _private_key: RSAKey | None = field(default=None, repr=False)
     #: what the entry was made from (:func:`_row`): equal rows give the same entry
@@ -154,6 +159,28 @@ class KeyEntry:
 
 
 @dataclass(eq=False)
+class RemoteSet:
+    """An integration's fetched key set as this snapshot holds it (SPEC §14)."""
+
+    source_id: int
+    #: what the admin gave (a JWKS URL or an issuer), and the URL keys come from
+    url: str
+    jwks_uri: str
+    #: kid -> key; each entry also sits in its integration's ``by_alg``
+    keys: dict[str, KeyEntry]
+    #: the last good fetch (None: never), and when the set stops serving (JWKS_MAX_STALE)
+    fetched_at: float | None
+    stale_at: float
+    #: when this process next looks whether a scheduled refresh is due
+    refresh_at: float
+    #: what the last fetch said, if it failed
+    error: str = ""
+
+    def stale(self, now: float) -> bool:
+        return now >= self.stale_at
+
+
+@dataclass(eq=False)
 class IntegrationEntry:
     """One integration, parsed for the engine (a snapshot holds one per row)."""
 
@@ -171,6 +198,8 @@ class IntegrationEntry:
     verifiable_until: float = float("-inf")
     #: what it was made from: equal rows give interchangeable entries
     row: tuple[Any, ...] = ()
+    #: its fetched key set, if it takes keys from an identity provider
+    remote: RemoteSet | None = None
 
     def can_verify(self, now: float) -> bool:
         return now < self.verifiable_until
@@ -206,6 +235,8 @@ class Snapshot:
     other_spaces: dict[str, tuple[dict[str, float], dict[str, float]]] = field(default_factory=dict)
     #: the next moment a key leaves its grace period: rebuild then
     rebuild_at: float = math.inf
+    #: the first moment a fetched key set may be due for its refresh (``remote.sources``)
+    refresh_at: float = math.inf
     #: how often the store is checked while this snapshot is current
     #: (:func:`propagation.check_interval`)
     interval: float = 0.0
@@ -332,7 +363,9 @@ def _entry(key: Key, now: float, before: KeyEntry | None = None) -> KeyEntry:
 def _verify_key(key: Key) -> Any:
     if key.kind == KeyKind.SECRET:
         return keys.decrypt(key.encrypted_material).encode("utf-8")
-    if key.kind == KeyKind.SIGNING_KEY:
+    if key.kind in (KeyKind.PUBLIC_KEY, KeyKind.SIGNING_KEY):
+        # Loaded for the one algorithm its type verifies (a stored alg that does
+        # not fit the key fails closed for this key only).
         return keys.load_verify_pem(key.public_pem, key.alg)
     return keys.load_public_pem(key.public_pem)
 
@@ -370,6 +403,7 @@ def _build(previous: Snapshot | None = None) -> Snapshot:
             snap.rebuild_at = min(snap.rebuild_at, entry.usable_until)
         if entry.kind != KeyKind.SERVICE_KEY and (entry.verify_key is not None or entry.unreadable):
             owner.verifiable_until = max(owner.verifiable_until, entry.usable_until)
+    _remote_sets(snap, previous, now)
     snap.paths = _path_table(integrations)
     same_integrations = (
         previous is not None
@@ -389,6 +423,89 @@ def _build(previous: Snapshot | None = None) -> Snapshot:
     )
     snap.other_spaces = {space: (rows, first.get(space, {})) for space, rows in latest.items()}
     return snap
+
+
+def _remote_sets(snap: Snapshot, previous: Snapshot | None, now: float) -> None:
+    """Each integration's fetched key set, from the last good set its source stored.
+
+    A key whose kid, thumbprint and serving time are unchanged is reused from
+    ``previous`` (no JWK parsed again). A source's issuer (OpenID Connect) is
+    its integration's when none is configured. The identity of the keys goes
+    into the integration's ``row``, so a set that changed drops the tokens the
+    engine remembers, and one refreshed unchanged keeps them.
+    """
+    from .conf import app_settings
+
+    stale_for = app_settings.JWKS_MAX_STALE
+    refresh, cooldown = app_settings.JWKS_REFRESH_SECONDS, app_settings.JWKS_COOLDOWN_SECONDS
+    rows = KeySource.objects.values_list(
+        "id",
+        "integration__name",
+        "url",
+        "jwks_uri",
+        "issuer",
+        "keys",
+        "fetched_at",
+        "attempted_at",
+        "error",
+    )
+    for source_id, name, url, jwks_uri, issuer, stored, fetched, attempted, error in rows:
+        owner = snap.integrations.get(name)
+        if owner is None:
+            continue
+        fetched_at, attempted_at = clock.timestamp(fetched), clock.timestamp(attempted)
+        stale_at = -math.inf if fetched_at is None else fetched_at + stale_for
+        due = max(
+            -math.inf if fetched_at is None else fetched_at + refresh,
+            -math.inf if attempted_at is None else attempted_at + cooldown,
+        )
+        old = previous.integrations.get(name) if previous is not None else None
+        old_keys = old.remote.keys if old is not None and old.remote is not None else {}
+        remote = RemoteSet(source_id, url, jwks_uri, {}, fetched_at, stale_at, due, error)
+        for item in stored if isinstance(stored, list) else ():
+            entry = _remote_entry(item, name, url, stale_at, old_keys.get(item.get("kid")))
+            if entry is not None:
+                remote.keys[entry.kid] = entry
+                owner.by_alg.setdefault(entry.alg, []).append(entry)
+        owner.remote = remote
+        # Configured, fresh or stale: a stale set answers 503, never security_not_configured.
+        owner.verifiable_until = math.inf
+        if issuer and owner.issuers is None:
+            owner.issuers = (issuer,)
+        owner.row += (source_id, owner.issuers, tuple(sorted(
+            (k.kid, k._row[0]) for k in remote.keys.values()
+        )))  # fmt: skip
+        snap.refresh_at = min(snap.refresh_at, due)
+
+
+def _remote_entry(
+    item: dict[str, Any], integration: str, url: str, stale_at: float, before: KeyEntry | None
+) -> KeyEntry | None:
+    """A fetched key as the engine uses it: it verifies until its set goes stale."""
+    row = (item.get("thumbprint"), item.get("alg"), stale_at)
+    if before is not None and before._row == row:
+        return before
+    try:
+        info = keys.public_key_from_jwk(item["jwk"])
+        first_seen = datetime.fromisoformat(item["first_seen"]).timestamp()
+    except (KeyError, TypeError, ValueError, ChatSecurityError):
+        logger.error("a stored key of %s cannot be loaded; it is left out", url)
+        return None
+    entry = KeyEntry(
+        kid=item["kid"],
+        kind=KeyKind.REMOTE_KEY,
+        verify_key=info.key,
+        created_at=first_seen,
+        grace_until=None,
+        retired_at=None,
+        revoked_at=None,
+        alg=info.alg,
+        integration=integration,
+        source=url,
+        _row=row,
+    )
+    entry.usable_until = stale_at  # a stale set's keys send the engine to its 503
+    return entry
 
 
 def _integrations() -> dict[str, IntegrationEntry]:
@@ -595,7 +712,7 @@ def fresh_snapshot(margin: float = 0.0) -> Snapshot | None:
         snap is None
         or mono - _State.checked_at >= snap.interval - margin
         or usage.flush_due(margin)
-        or clock.now() >= snap.rebuild_at - margin
+        or clock.now() >= min(snap.rebuild_at, snap.refresh_at) - margin
     ):
         return None
     return snap
@@ -614,6 +731,26 @@ def _drop_snapshot() -> None:
     with _State.lock:
         _State.snapshot = None
         _State.generation += 1
+
+
+def reread() -> Snapshot:
+    """A snapshot read from the store now (a fetched set's times changed, not its keys)."""
+    _drop_snapshot()
+    return get_snapshot()
+
+
+def store_changed_here() -> None:
+    """This process changed the store outside ``invalidate``'s signal (a fetched key
+    set): forget the snapshot now and tell the other processes."""
+    _drop_snapshot()
+    propagation.announce()
+
+
+def check_now() -> Snapshot:
+    """:func:`get_snapshot`, asking the store for changes now, whatever the interval."""
+    with _State.lock:
+        _State.checked_at = -math.inf
+    return get_snapshot()
 
 
 def invalidate(**_kwargs: Any) -> None:

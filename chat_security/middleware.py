@@ -26,11 +26,12 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 
 from . import clock, keyring, tokens, usage
 from .conf import app_settings, register_cache
-from .exceptions import KeyStoreUnavailable, KeyUnreadable, TokenError
+from .exceptions import KeySetStale, KeyStoreUnavailable, KeyUnreadable, TokenError
 from .identity_types import ChatIdentity
 from .integrations import DEFAULT
 from .log import get_logger, where
 from .marks import anonymous_id_for, finish
+from .models import KeyKind
 from .placement import missing_token_detail
 from .session import bind_subject, bound_subjects, existing_session
 
@@ -173,6 +174,8 @@ def key_store_unavailable(exc: KeyStoreUnavailable) -> JsonResponse:
     """The 503 for ``exc``: an outage says try again; an unreadable key says what to run."""
     if isinstance(exc, KeyUnreadable):
         return unavailable(exc.detail, retry=False)  # a deploy fixes it, not a retry
+    if isinstance(exc, KeySetStale):
+        return unavailable(exc.detail)
     return unavailable()
 
 
@@ -351,5 +354,7 @@ class ChatSecurityMiddleware:
         )
         result, now = tokens.verify_at(token, bound_subjects(session), snapshot, now, names)
         bind_subject(session, result.user_id, result.user_space)
-        usage.count_request("signed", result.kid, now)  # the key's use counted with it
+        # The key's use counted with it (a fetched key's uses are not counted: no row).
+        counted = result.kid if result.key_kind != KeyKind.REMOTE_KEY else None
+        usage.count_request("signed", counted, now)
         return ChatIdentity.verified(result)

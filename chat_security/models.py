@@ -9,7 +9,7 @@ admin panel and the CLI both call them.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import models, transaction
@@ -195,6 +195,12 @@ class IntegrationManager(models.Manager["Integration"]):
             obj = self.filter(name=name).first()
             if obj is None:
                 raise KeyStateError(f"no integration named {name!r}")
+            source = KeySource.objects.filter(integration=obj).first()
+            if source is not None:
+                raise KeyStateError(
+                    f"integration {name} takes its keys from {source.url}; run "
+                    "remove-key-source first"
+                )
             now = clock.now()
             usable = [k.kid for k in obj.keys.filter(revoked_at=None) if k.is_usable(now)]
             if usable:
@@ -242,9 +248,11 @@ class Integration(_Stamped):
 
 class KeyKind(models.TextChoices):
     SECRET = "secret", _("signing secret (HS256)")
-    PUBLIC_KEY = "public_key", _("client public key (RS256)")
+    PUBLIC_KEY = "public_key", _("client public key (RS256, ES256 or EdDSA)")
     SERVICE_KEY = "service_key", _("service key pair (RSA-OAEP-256)")
     SIGNING_KEY = "signing_key", _("site signing key pair (RS256/ES256)")
+    #: never a row of :class:`Key`: a key fetched from an identity provider (:class:`KeySource`)
+    REMOTE_KEY = "remote_key", _("identity provider key (fetched)")
 
 
 class KeyState(models.TextChoices):
@@ -433,7 +441,8 @@ class KeyManager(models.Manager["Key"]):
         kid: str = "",
         integration: str = DEFAULT_INTEGRATION,
     ) -> Key:
-        """Register a client's RS256 public key (any format of SPEC §2)."""
+        """Register a client's public key (any format of SPEC §2; RSA ≥ 2048, EC P-256 or
+        Ed25519, SPEC §14): its type pins its algorithm (RS256, ES256 or EdDSA)."""
         info = keys.parse_public_key(text)
         kid = kid or info.jwk_kid or info.thumbprint
         with transaction.atomic():
@@ -447,7 +456,7 @@ class KeyManager(models.Manager["Key"]):
             key = self.create(
                 integration=owner,
                 kind=KeyKind.PUBLIC_KEY,
-                alg="RS256",
+                alg=info.alg,
                 kid=kid,
                 fingerprint=info.thumbprint,
                 public_pem=info.pem,
@@ -786,3 +795,90 @@ class TrafficStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H}:00 {self.outcome} {self.count}"
+
+
+class KeySource(_Stamped):
+    """Where an integration's public keys are fetched from (SPEC §14), and the last good set.
+
+    One per integration: a JWKS URL, or an OpenID Connect issuer whose discovery
+    document names the JWKS URL. The row is what every worker and server shares:
+    the last good set (so a restart or a cache loss never needs the identity
+    provider), when it was fetched, and ``attempted_at``, the shared lease that
+    lets one process fetch per cooldown (``remote.sources``). The engine reads
+    the set from the key snapshot, never from here.
+    """
+
+    class Kind(models.TextChoices):
+        JWKS_URL = "jwks_url", _("JWKS URL")
+        OIDC_ISSUER = "oidc_issuer", _("OpenID Connect issuer")
+
+    integration = models.OneToOneField(
+        Integration, on_delete=models.CASCADE, related_name="key_source"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    #: what the admin gave: the JWKS URL, or the issuer
+    url = models.CharField(max_length=2048)
+    #: the URL the keys are fetched from (the discovery document's ``jwks_uri``)
+    jwks_uri = models.CharField(max_length=2048)
+    #: the discovered ``issuer`` (OIDC), which the integration's tokens must carry
+    issuer = models.CharField(max_length=2048, blank=True)
+    #: the last good set: one dict per key (kid, kty, alg, jwk, thumbprint, first_seen)
+    keys = models.JSONField(default=list, blank=True)
+    #: what the last good fetch skipped, and why (``use: enc``, an unknown kty …)
+    skipped = models.JSONField(default=list, blank=True)
+    fetched_at = models.DateTimeField(null=True, blank=True, help_text=_("last good fetch"))
+    #: the last fetch begun by any process: the lease of SPEC §14's shared rate
+    attempted_at = models.DateTimeField(null=True, blank=True)
+    #: the last fetch's outcome ("ok" or "error") and, on error, what went wrong
+    outcome = models.CharField(max_length=8, blank=True)
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True, help_text=_("last fetch ended"))
+    created_at = models.DateTimeField()
+    created_by = models.CharField(max_length=150, blank=True)
+
+    stamped = ("created_at",)
+
+    class Meta:
+        verbose_name = _("web chat key source")
+
+    def __str__(self) -> str:
+        return self.url
+
+    def stale_at(self) -> datetime | None:
+        """When its last good set stops serving (``JWKS_MAX_STALE``); None: never fetched."""
+        if self.fetched_at is None:
+            return None
+        return self.fetched_at + timedelta(seconds=app_settings.JWKS_MAX_STALE)
+
+    def as_status(self) -> dict[str, object]:
+        """The ``status`` view of the source: where, the last fetch and its outcome."""
+        return {
+            "source": self.url,
+            "kind": self.kind,
+            "jwks_uri": self.jwks_uri,
+            "issuer": self.issuer or None,
+            "fetched_at": self.fetched_at.isoformat() if self.fetched_at else None,
+            "attempted_at": self.attempted_at.isoformat() if self.attempted_at else None,
+            "outcome": self.outcome or None,
+            "error": self.error or None,
+            "skipped": list(self.skipped or ()),
+        }
+
+    def keys_status(self, now: datetime | None = None) -> list[dict[str, object]]:
+        """Each fetched key as ``status`` lists keys (``"kind": "remote_key"``)."""
+        stale_at = self.stale_at()
+        fresh = stale_at is not None and (now or clock.now_dt()) < stale_at
+        return [
+            {
+                "kid": item.get("kid"),
+                "kind": KeyKind.REMOTE_KEY.value,
+                "alg": item.get("alg"),
+                "kty": item.get("kty"),
+                "state": "active" if fresh else "stale",
+                "fingerprint": item.get("thumbprint"),
+                "first_seen": item.get("first_seen"),
+                "source": self.url,
+            }
+            for item in self.keys or ()
+            if isinstance(item, dict)
+        ]

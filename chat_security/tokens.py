@@ -18,6 +18,7 @@ from typing import Any
 
 import jwt
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -25,11 +26,12 @@ from jwt.algorithms import ECAlgorithm
 
 from . import clock, keyring, usage
 from .conf import app_settings, register_cache
-from .exceptions import ChatSecurityError, KeyStateError, KeyUnreadable, TokenError
+from .exceptions import ChatSecurityError, KeySetStale, KeyStateError, KeyUnreadable, TokenError
 from .integrations import DEFAULT, DEFAULT_INTEGRATION, select
 from .jws import ParsedToken, parse
-from .keyring import KIND_OF_ALGORITHM, IntegrationEntry, KeyEntry, Snapshot
+from .keyring import KIND_OF_ALGORITHM, IntegrationEntry, KeyEntry, RemoteSet, Snapshot
 from .models import KeyKind
+from .remote import sources
 from .verified import (
     CONTAINERS,
     MEMORY,
@@ -40,7 +42,7 @@ from .verified import (
     remember,
 )
 
-SUPPORTED_ALGORITHMS = ("HS256", "RS256", "ES256")
+SUPPORTED_ALGORITHMS = ("HS256", "RS256", "ES256", "EdDSA")
 #: The user id a chat session is bound to: one (the default user space's), or
 #: one per user space (``session.bound_subjects``), or None.
 Subject = str | dict[str, str] | None
@@ -71,6 +73,20 @@ def _es256(signing_input: bytes, key: Any, signature: bytes) -> bool:
     return bool(_ES256.verify(signing_input, key, signature))
 
 
+_ED25519_SIGNATURE_BYTES = 64
+
+
+def _eddsa(signing_input: bytes, key: Ed25519PublicKey, signature: bytes) -> bool:
+    """RFC 8037 §3.1: Ed25519 over the signing input (64-byte signatures), by ``cryptography``."""
+    if len(signature) != _ED25519_SIGNATURE_BYTES:
+        return False
+    try:
+        key.verify(signature, signing_input)
+    except InvalidSignature:
+        return False
+    return True
+
+
 #: The signature check of each algorithm: the one-shot calls of the standard library
 #: and ``cryptography`` (what PyJWT's algorithm objects wrap, minus their layers);
 #: ES256 through PyJWT's own, which turns the JWS signature into what ``cryptography`` takes.
@@ -78,6 +94,7 @@ _VERIFIERS: dict[str, Callable[[bytes, Any, bytes], bool]] = {
     "HS256": _hs256,
     "RS256": _rs256,
     "ES256": _es256,
+    "EdDSA": _eddsa,
 }
 _MAX_USER_ID = 255
 _MAX_TIME = 10**300  # any NumericDate beyond this is absurd; keeps int + float finite
@@ -172,7 +189,10 @@ def candidate_keys(
         if not usable:
             raise TokenError("security_not_configured", kind=kind)
         return usable
-    entry = snap.by_kid.get(kid)
+    remote = integration.remote
+    entry = remote.keys.get(kid) if remote is not None else None
+    if entry is None:
+        entry = snap.by_kid.get(kid)
     if entry is None and not usable:
         # Nothing could verify this token whatever its kid: the real fix is a key.
         raise TokenError("security_not_configured", kind=kind)
@@ -313,8 +333,12 @@ def _verify_full(
     parsed = parse(token)
     alg = check_algorithm(parsed.header)
     snap = keyring.get_snapshot()
-    integration = select(snap.integrations, names, parsed.claims)
     now = clock.now()
+    if now >= snap.refresh_at:
+        snap = sources.refresh_due(snap, now)
+    integration = select(snap.integrations, names, parsed.claims)
+    if integration.remote is not None:
+        snap, integration = _fetched_keys(snap, integration, parsed.header.get("kid"), now)
     entry = match_signature(parsed, candidate_keys(parsed.header, alg, snap, now, integration))
     claims = parsed.claims
     exp, nbf, iat = check_times(claims, now)
@@ -336,6 +360,36 @@ def _verify_full(
     if isinstance(token, str):
         remembered.cost = cost_of(token, parsed, private)
     return remembered, now
+
+
+def _fetched_keys(
+    snap: Snapshot, integration: IntegrationEntry, kid: Any, now: float
+) -> tuple[Snapshot, IntegrationEntry]:
+    """Step 4 for an integration whose keys come from an identity provider (SPEC §14).
+
+    A set older than JWKS_MAX_STALE answers 503. A kid the integration does not
+    hold refetches the set when the cooldown allows; the snapshot and entry to
+    look the kid up in come back.
+    """
+    remote = integration.remote
+    assert remote is not None
+    if remote.stale(now):
+        snap = sources.revive(snap, integration.name, now)
+        integration = snap.integrations.get(integration.name, integration)
+        remote = integration.remote
+        if remote is None or remote.stale(now):
+            raise KeySetStale(integration.name, remote.url if remote else "", _error(remote))
+    if not isinstance(kid, str) or kid in remote.keys:
+        return snap, integration
+    own = snap.by_kid.get(kid)
+    if own is not None and own.integration == integration.name:
+        return snap, integration  # a pasted key of the same integration
+    snap = sources.refetch_for_kid(snap, integration.name, kid, now)
+    return snap, snap.integrations.get(integration.name, integration)
+
+
+def _error(remote: RemoteSet | None) -> str:
+    return remote.error if remote is not None else "the key source was removed"
 
 
 def _check_identity(
@@ -395,7 +449,7 @@ def verify(
     deep copies: see :class:`VerifiedToken`.
     """
     result, now = verify_at(token, session_subject, integration=_names(integration))
-    if count_use:
+    if count_use and result.key_kind != KeyKind.REMOTE_KEY:  # fetched keys have no row
         usage.record_use(result.kid, now)
     return result
 
@@ -422,6 +476,8 @@ def verify_at(
             now = clock.now()
         if snap is None:
             snap = keyring.get_snapshot()
+        if now >= snap.refresh_at:
+            snap = sources.refresh_due(snap, now)
         if (
             hit.keyset is snap.keyset
             and hit.key.usable(now)

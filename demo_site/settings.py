@@ -114,6 +114,9 @@ CHAT_SECURITY = {
         default="default" if "redis" in CACHES["default"]["BACKEND"].lower() else "",
     )
     or None,
+    # Identity providers on the local network (SPEC §14): hosts that may resolve to
+    # private addresses, comma-separated (e.g. "keycloak.internal,10.0.0.5").
+    "JWKS_PRIVATE_HOSTS": env.list("CHAT_SECURITY_JWKS_PRIVATE_HOSTS", default=[]),
 }
 
 LOGGING = {

@@ -121,7 +121,7 @@ def test_panel_is_a_proper_admin_page(admin_client_):
     for heading in (
         "Secure your web chat",
         "Signing secret (HS256)",
-        "Your public key (RS256)",
+        "Your public key (RS256, ES256, EdDSA)",
         "Service key pair",
         "Test a JWT Token",
         "Usage",
@@ -394,14 +394,14 @@ def _pem_private(key) -> str:
         ),
         (
             lambda: (
-                ec.generate_private_key(ec.SECP256R1())
+                ec.generate_private_key(ec.SECP384R1())
                 .public_key()
                 .public_bytes(
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
                 )
                 .decode()
             ),
-            "Only RSA keys are accepted",
+            "EC keys must be on the P-256 curve (ES256); this one is on P-384",
         ),
         (lambda: "hello", "Unrecognised key format"),
         (lambda: "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "could not be read"),

@@ -362,7 +362,7 @@ def test_support_sees_only_the_tester(store):
     assert "Test a JWT Token" in content
     for hidden in (
         "Signing secret (HS256)",
-        "Your public key (RS256)",
+        "Your public key (RS256, ES256, EdDSA)",
         "Service key pair",
         "Site signing key pair",
         "Add integration",

@@ -590,6 +590,7 @@ def test_status_on_a_fresh_install(clock):
     default = {
         "name": "default", "issuer": None, "audience": None, "mode": "on",
         "paths": ["/chat/api/"], "user_space": "default", "own_users": False, "keys": [],
+        "key_source": None,
     }  # fmt: skip
     assert cli("status").json == {"mode": "on", "keys": [], "integrations": [default]}
 

@@ -410,7 +410,7 @@ def test_status_lists_every_integration_with_its_keys(ios, brand_b):
     assert data["keys"] == default["keys"]
     assert {k: v for k, v in ios_entry.items() if k != "keys"} == {
         "name": "ios", "issuer": IOS, "audience": None, "mode": "on", "paths": ["/ios/api/"],
-        "user_space": "default", "own_users": False,
+        "user_space": "default", "own_users": False, "key_source": None,
     }  # fmt: skip
     assert (brand["name"], brand["mode"], brand["user_space"]) == ("brand-b", "off", "brand-b")
     by_kid = {k["kid"]: k for i in data["integrations"] for k in i["keys"]}
@@ -428,12 +428,14 @@ def test_status_lists_every_integration_with_its_keys(ios, brand_b):
     assert "PRIVATE" not in result.out
 
 
-def test_status_costs_two_queries_however_many_integrations(clock, django_assert_num_queries):
+def test_status_costs_three_queries_however_many_integrations(clock, django_assert_num_queries):
     for name in ("a", "b", "c", "d"):
         ok("integration", "add", name)
         ok("generate-secret", "--integration", name)
     before = store_state()
-    with django_assert_num_queries(2):  # the keys with their integration, the integrations
+    with django_assert_num_queries(
+        3
+    ):  # the keys and key sources with their integration, the integrations
         assert len(cli("status").json["integrations"]) == 5
     assert store_state() == before
 

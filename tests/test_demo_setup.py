@@ -91,3 +91,23 @@ def test_demo_script_prints_each_system_check_warning_once(tmp_path):
         [sys.executable, "manage.py", "check"], cwd=root, env=env, capture_output=True, text=True
     )
     assert (check.stdout + check.stderr).count("demo.W001") == 1
+
+
+def test_the_demo_reads_its_private_identity_provider_hosts_from_the_environment():
+    """SPEC §14: CHAT_SECURITY_JWKS_PRIVATE_HOSTS, comma-separated; none by default."""
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LANE_VARIABLES)}
+    env["DJANGO_SETTINGS_MODULE"] = "demo_site.settings"
+    show = "from django.conf import settings; print(settings.CHAT_SECURITY['JWKS_PRIVATE_HOSTS'])"
+    for value, expected in (
+        (None, "[]"),
+        ("keycloak.internal,10.0.0.5", "['keycloak.internal', '10.0.0.5']"),
+    ):
+        env.pop("CHAT_SECURITY_JWKS_PRIVATE_HOSTS", None)
+        if value is not None:
+            env["CHAT_SECURITY_JWKS_PRIVATE_HOSTS"] = value
+        done = subprocess.run(
+            [sys.executable, "-c", show], cwd=root, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == expected

@@ -172,7 +172,7 @@ def test_algorithm_none_refused(clock, secret):
     token = tc.segment({"alg": "none"}) + "." + tc.segment(claims(clock)) + "."
     diag = diagnose(token)
     assert diag.code == "algorithm_not_allowed"
-    assert "Algorithm 'none' refused (accepted here: ES256, HS256, RS256)" in text(diag)
+    assert "Algorithm 'none' refused (accepted here: ES256, EdDSA, HS256, RS256)" in text(diag)
     assert diag.claims["sub"] == "user-1"
 
 

@@ -1,4 +1,4 @@
-"""Tokens made the way real clients make them (SPEC §2, §3; the seed documents' examples).
+"""Tokens made the way real clients make them (SPEC §2, §3, §14; the seed documents' examples).
 
 The Node clients live in tests/interop/ (jose and jsonwebtoken pinned in its
 package.json). These tests fail, never skip, when node or node_modules is missing.
@@ -188,6 +188,92 @@ def test_rs256_signed_by_an_unregistered_key_is_refused(keydir):
     with pytest.raises(TokenError) as info:
         tokens.verify(token)
     assert info.value.code == "invalid_signature"
+
+
+# -- ES256 and EdDSA: key pairs made by node jose, pasted here as JWK and as PEM ------------
+
+
+@pytest.fixture(scope="module")
+def node_keys() -> dict[str, dict]:
+    """alg -> a key pair jose generated: private_pem, public_pem, jwk, thumbprint."""
+    return {alg: json.loads(node("jose_keypair.mjs", "", alg)) for alg in ("ES256", "EdDSA")}
+
+
+@pytest.mark.parametrize("fmt", ["jwk", "pem"])
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_jose_tokens_verify_with_the_node_key_pasted(node_keys, alg, fmt):
+    made = node_keys[alg]
+    key = Key.objects.add_public_key(
+        json.dumps(made["jwk"]) if fmt == "jwk" else made["public_pem"]
+    )
+    # The key's type pins its algorithm; our fingerprint is jose's RFC 7638 thumbprint.
+    assert (key.alg, key.fingerprint) == (alg, made["thumbprint"])
+    assert key.public_pem.strip() == made["public_pem"].strip()  # the same SPKI
+    for header in ({}, {"kid": key.kid}):
+        token = node(
+            "jose_sign.mjs",
+            {"alg": alg, "key": made["private_pem"], "claims": {"sub": "user-1"}, "header": header},
+        )
+        result = tokens.verify(token)
+        assert (result.kid, result.user_id, result.header["alg"]) == (key.kid, "user-1", alg)
+
+
+@pytest.mark.parametrize("fmt", ["jwk", "pem"])
+def test_node_jsonwebtoken_es256_with_a_jose_key(node_keys, fmt):
+    made = node_keys["ES256"]
+    key = Key.objects.add_public_key(
+        json.dumps(made["jwk"]) if fmt == "jwk" else made["public_pem"]
+    )
+    token = node(
+        "jsonwebtoken_sign.mjs",
+        {
+            "payload": {"sub": "user-1"},
+            "key": made["private_pem"],
+            "options": {"algorithm": "ES256", "expiresIn": "1h", "keyid": key.kid},
+        },
+    )
+    assert tokens.verify(token).kid == key.kid
+
+
+def test_node_jsonwebtoken_cannot_sign_eddsa(node_keys):
+    """jsonwebtoken (9.x) knows HS*, RS*, PS* and ES* only: an EdDSA site signs with jose."""
+    done = subprocess.run(
+        ["node", "jsonwebtoken_sign.mjs"],
+        cwd=INTEROP,
+        input=json.dumps(
+            {
+                "payload": {"sub": "user-1"},
+                "key": node_keys["EdDSA"]["private_pem"],
+                "options": {"algorithm": "EdDSA"},
+            }
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert '"algorithm" must be a valid string enum value' in done.stderr
+
+
+def test_jose_tokens_of_another_key_or_type_are_refused(node_keys):
+    es256, eddsa = node_keys["ES256"], node_keys["EdDSA"]
+    ec_key = Key.objects.add_public_key(es256["public_pem"])
+    ed_key = Key.objects.add_public_key(json.dumps(eddsa["jwk"]))
+    other = json.loads(node("jose_keypair.mjs", "", "ES256"))
+
+    def code(alg: str, private_pem: str, header: dict) -> str:
+        token = node(
+            "jose_sign.mjs",
+            {"alg": alg, "key": private_pem, "claims": {"sub": "user-1"}, "header": header},
+        )
+        with pytest.raises(TokenError) as info:
+            tokens.verify(token)
+        return info.value.code
+
+    assert code("ES256", other["private_pem"], {}) == "invalid_signature"
+    assert code("ES256", other["private_pem"], {"kid": ec_key.kid}) == "invalid_signature"
+    assert code("ES256", es256["private_pem"], {"kid": ed_key.kid}) == "algorithm_not_allowed"
+    assert code("EdDSA", eddsa["private_pem"], {"kid": ec_key.kid}) == "algorithm_not_allowed"
 
 
 # -- our tokens in their libraries ------------------------------------------------------------

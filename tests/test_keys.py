@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from chat_security import keys, tokens
 from chat_security.exceptions import ChatSecurityError, KeyImportError
@@ -48,7 +49,51 @@ def keydir(tmp_path_factory) -> Path:
     run("openssl", "ec", "-in", "ec.pem", "-pubout", "-out", "ec_pub.pem", cwd=d)
     run("openssl", "genpkey", "-algorithm", "ed25519", "-out", "ed.pem", cwd=d)
     run("openssl", "pkey", "-in", "ed.pem", "-pubout", "-out", "ed_pub.pem", cwd=d)
+    _ec_and_ed25519_formats(d)
+    _other_types(d)
     return d
+
+
+def _ec_and_ed25519_formats(d: Path) -> None:
+    """An EC P-256 and an Ed25519 key in every format: PEM, certificate, OpenSSH line
+    (and the OpenSSH line of the RSA key above).
+
+    ``ssh-keygen -y`` reads openssl's RSA and EC keys but not its Ed25519 one,
+    so the Ed25519 key is ssh-keygen's (``id_ed25519``), handed to openssl as PKCS#8.
+    """
+    ssh_ed = serialization.load_ssh_private_key((d / "id_ed25519").read_bytes(), None)
+    (d / "ed_ssh.pem").write_bytes(
+        ssh_ed.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (d / "ed_ssh.pem").chmod(0o600)
+    for name in ("ec", "ed_ssh"):
+        run("openssl", "pkey", "-in", f"{name}.pem", "-pubout", "-out", f"{name}_spki.pem", cwd=d)
+        run(
+            "openssl", "req", "-x509", "-new", "-key", f"{name}.pem", "-days", "30",
+            "-subj", "/CN=chat.example.com", "-out", f"{name}_cert.pem", cwd=d,
+        )  # fmt: skip
+    for name in ("key", "ec"):
+        (d / f"{name}.pem").chmod(0o600)  # ssh-keygen reads no private key others may read
+    (d / "rsa_ssh.pub").write_text(run("ssh-keygen", "-y", "-f", "key.pem", cwd=d))
+    (d / "ec_ssh.pub").write_text(run("ssh-keygen", "-y", "-f", "ec.pem", cwd=d))
+    (d / "ed_ssh.pub").write_text(text(d, "id_ed25519.pub"))
+    run("openssl", "pkcs8", "-topk8", "-nocrypt", "-in", "ec.pem", "-out", "ec_pkcs8.pem", cwd=d)
+    run("ssh-keygen", "-q", "-t", "ecdsa", "-b", "256", "-N", "", "-f", "id_ecdsa", cwd=d)
+
+
+def _other_types(d: Path) -> None:
+    """Keys of the curves and types that are refused."""
+    for curve, name in (("secp384r1", "p384"), ("secp521r1", "p521"), ("secp256k1", "k1")):
+        run("openssl", "ecparam", "-genkey", "-name", curve, "-noout", "-out", f"{name}.pem", cwd=d)
+        run("openssl", "ec", "-in", f"{name}.pem", "-pubout", "-out", f"{name}_pub.pem", cwd=d)
+    for kind in ("x25519", "ed448", "x448"):
+        run("openssl", "genpkey", "-algorithm", kind, "-out", f"{kind}.pem", cwd=d)
+        run("openssl", "pkey", "-in", f"{kind}.pem", "-pubout", "-out", f"{kind}_pub.pem", cwd=d)
+    run("ssh-keygen", "-q", "-t", "ecdsa", "-b", "384", "-N", "", "-f", "id_ecdsa384", cwd=d)
 
 
 def text(d: Path, name: str) -> str:
@@ -59,19 +104,50 @@ def private_key(d: Path, name: str = "key.pem"):
     return serialization.load_pem_private_key((d / name).read_bytes(), password=None)
 
 
+def b64u(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
 def rsa_jwk(d: Path, **extra) -> dict:
     numbers = private_key(d).public_key().public_numbers()
 
-    def b64u(n: int) -> str:
-        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    def b64n(n: int) -> str:
+        return b64u(n.to_bytes((n.bit_length() + 7) // 8, "big"))
 
-    return {"kty": "RSA", "n": b64u(numbers.n), "e": b64u(numbers.e), **extra}
+    return {"kty": "RSA", "n": b64n(numbers.n), "e": b64n(numbers.e), **extra}
+
+
+def ec_jwk(d: Path, name: str = "ec.pem", crv: str = "P-256", **extra) -> dict:
+    """An EC public JWK written by hand (RFC 7518 §6.2.1: coordinates at full length)."""
+    public = private_key(d, name).public_key()
+    size = (public.curve.key_size + 7) // 8
+    numbers = public.public_numbers()
+    x, y = (b64u(n.to_bytes(size, "big")) for n in (numbers.x, numbers.y))
+    return {"kty": "EC", "crv": crv, "x": x, "y": y, **extra}
+
+
+def okp_jwk(d: Path, name: str = "ed_ssh.pem", crv: str = "Ed25519", **extra) -> dict:
+    """An OKP public JWK written by hand (RFC 8037 §2: x is the raw public key)."""
+    raw = (
+        private_key(d, name)
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    return {"kty": "OKP", "crv": crv, "x": b64u(raw), **extra}
+
+
+#: RFC 7638 §3.2: the required members of each key type, the ones a thumbprint hashes.
+THUMBPRINT_MEMBERS = {
+    "RSA": ("e", "kty", "n"),
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+}
 
 
 def rfc7638(jwk: dict) -> str:
     """The RFC 7638 thumbprint computed by hand: SHA-256 of the canonical required members."""
-    canonical = json.dumps({k: jwk[k] for k in ("e", "kty", "n")}, separators=(",", ":"))
+    members = THUMBPRINT_MEMBERS[jwk["kty"]]
+    canonical = json.dumps({k: jwk[k] for k in members}, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
@@ -94,6 +170,118 @@ def test_every_public_key_format_gives_the_same_key(keydir, source):
     assert info.bits == 2048
     assert info.pem == text(keydir, "spki.pem")
     assert info.thumbprint == rfc7638(rsa_jwk(keydir))
+
+
+#: Each key type: its private key, its files (PEM, certificate, OpenSSH line), its
+#: hand-written JWK, the algorithm it pins and its bits.
+KEY_TYPES = {
+    "RSA": ("key.pem", "spki.pem", "cert.pem", "rsa_ssh.pub", rsa_jwk, "RS256", 2048),
+    "EC": ("ec.pem", "ec_spki.pem", "ec_cert.pem", "ec_ssh.pub", ec_jwk, "ES256", 256),
+    "OKP": ("ed_ssh.pem", "ed_ssh_spki.pem", "ed_ssh_cert.pem", "ed_ssh.pub", okp_jwk, "EdDSA",
+            256),
+}  # fmt: skip
+KEY_CLASSES = {
+    "RSA": rsa.RSAPublicKey,
+    "EC": ec.EllipticCurvePublicKey,
+    "OKP": ed25519.Ed25519PublicKey,
+}
+
+
+def key_text(d: Path, kty: str, fmt: str) -> str:
+    """The key of type ``kty`` in format ``fmt``, as a user would paste it."""
+    _private, spki, cert, ssh, jwk, alg, _bits = KEY_TYPES[kty]
+    if fmt == "jwk":
+        return json.dumps(jwk(d))
+    if fmt == "jwks":
+        return json.dumps({"keys": [jwk(d, use="sig", alg=alg, kid=f"{kty}-2027")]})
+    if fmt == "one-line PEM":
+        return _one_line(text(d, spki))
+    return text(d, {"pem": spki, "certificate": cert, "openssh": ssh}[fmt])
+
+
+FORMATS = ["pem", "certificate", "openssh", "jwk", "jwks", "one-line PEM"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kty", sorted(KEY_TYPES))
+def test_every_format_of_every_key_type_gives_the_same_key(keydir, kty, fmt):
+    private, spki, _cert, _ssh, jwk, alg, bits = KEY_TYPES[kty]
+    info = keys.parse_public_key(key_text(keydir, kty, fmt))
+    assert (info.kty, info.alg, info.bits) == (kty, alg, bits)
+    assert isinstance(info.key, KEY_CLASSES[kty])
+    assert info.pem == text(keydir, spki)  # canonical: the SubjectPublicKeyInfo openssl writes
+    assert info.thumbprint == rfc7638(jwk(keydir))
+    assert info.jwk_kid == (f"{kty}-2027" if fmt == "jwks" else None)
+    assert keys.load_public_pem(info.pem).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == private_key(keydir, private).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_ssh_keygen_ecdsa_p256_line(keydir):
+    line = text(keydir, "id_ecdsa.pub")
+    assert line.startswith("ecdsa-sha2-nistp256 ")
+    info = keys.parse_public_key(line)
+    ssh_private = serialization.load_ssh_private_key((keydir / "id_ecdsa").read_bytes(), None)
+    assert (info.alg, info.kty) == ("ES256", "EC")
+    assert info.key.public_numbers() == ssh_private.public_key().public_numbers()
+
+
+@pytest.mark.parametrize("kty", sorted(KEY_TYPES))
+def test_public_key_from_jwk_checks_one_jwk_as_a_jwks_url_serves_it(keydir, kty):
+    alg, jwk = KEY_TYPES[kty][5], KEY_TYPES[kty][4]
+    served = jwk(keydir, kid="k-1", use="sig", alg=alg, x5t="ignored", key_ops=["verify"])
+    info = keys.public_key_from_jwk(served)
+    assert (info.alg, info.kty, info.jwk_kid) == (alg, kty, "k-1")
+    assert info.thumbprint == rfc7638(served)
+    assert info == keys.parse_public_key(json.dumps(served))
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (lambda d: ["kty", "EC"], "a JWK must be a JSON object"),
+        (lambda d: {"kty": "x" * 10_000}, "unknown key type, kty 'xxxxxxx"),
+        (lambda d: rsa_jwk(d, p="AQAB"), "private key (member 'p')"),
+        (lambda d: ec_jwk(d, kid="a\nb"), "kid must be 1–255 printable ASCII characters"),
+    ],
+    ids=["a list", "a huge kty", "RSA p", "bad kid"],
+)
+def test_public_key_from_jwk_refusals_are_short_and_say_why(keydir, data, words):
+    with pytest.raises(KeyImportError) as info:
+        keys.public_key_from_jwk(data(keydir))
+    message = str(info.value)
+    assert words in message
+    assert len(message) < 200 and "\n" not in message
+
+
+@pytest.mark.parametrize("kty", sorted(KEY_TYPES))
+def test_a_stored_key_loads_only_for_the_algorithm_its_type_pins(keydir, kty):
+    pem = keys.parse_public_key(text(keydir, KEY_TYPES[kty][1])).pem
+    for alg in ("RS256", "ES256", "EdDSA", "HS256"):
+        if alg == KEY_TYPES[kty][5]:
+            assert isinstance(keys.load_verify_pem(pem, alg), KEY_CLASSES[kty])
+        else:
+            with pytest.raises(KeyImportError, match=f"does not fit {alg}"):
+                keys.load_verify_pem(pem, alg)
+    p384 = text(keydir, "p384_pub.pem")  # never stored, but never loaded for ES256 either
+    with pytest.raises(KeyImportError):
+        keys.load_verify_pem(p384, "ES256")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kty", sorted(KEY_TYPES))
+def test_a_registered_key_stores_the_algorithm_its_type_pins(keydir, kty):
+    _private, spki, cert, ssh, jwk, alg, bits = KEY_TYPES[kty]
+    key = Key.objects.add_public_key(text(keydir, ssh))
+    assert (key.kind, key.alg, key.bits) == ("public_key", alg, bits)
+    assert key.kid == key.fingerprint == rfc7638(jwk(keydir))
+    assert key.public_pem == text(keydir, spki)
+    for other in (cert, spki):
+        with pytest.raises(ChatSecurityError, match=f"already registered as kid {key.kid}"):
+            Key.objects.add_public_key(text(keydir, other))
+    assert Key.objects.count() == 1
 
 
 def test_ssh_keygen_public_key_line(keydir):
@@ -229,6 +417,11 @@ def test_add_public_key_on_the_cli_takes_a_json_escaped_pem(keydir, clock):
 # -- refusals ----------------------------------------------------------------------
 
 
+ACCEPTED = (
+    "a public key must be RSA of at least 2048 bits (RS256), EC P-256 (ES256) or Ed25519 (EdDSA)"
+)
+
+
 def assert_refused(pasted, *words: str) -> None:
     with pytest.raises(KeyImportError) as info:
         Key.objects.add_public_key(pasted)
@@ -241,7 +434,13 @@ def assert_refused(pasted, *words: str) -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("name", ["key.pem", "pkcs8.pem", "pkcs1_priv.pem", "id_rsa", "ed.pem"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "key.pem", "pkcs8.pem", "pkcs1_priv.pem", "id_rsa", "ed.pem", "ec.pem", "ec_pkcs8.pem",
+        "id_ecdsa", "id_ed25519", "ed_ssh.pem",
+    ],
+)  # fmt: skip
 def test_private_keys_are_refused_and_not_stored(keydir, name):
     pasted = text(keydir, name)
     assert "PRIVATE KEY" in pasted
@@ -270,17 +469,116 @@ def test_putty_private_key_is_refused(keydir):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("name", "kind"), [("ec_pub.pem", "EC"), ("ed_pub.pem", "Ed25519"), ("id_ed25519.pub", "")]
+    ("name", "words"),
+    [
+        ("p384_pub.pem", ("must be on the P-256 curve (ES256)", "this one is on P-384")),
+        ("p521_pub.pem", ("P-256 curve", "on P-521")),
+        ("k1_pub.pem", ("P-256 curve", "on secp256k1")),
+        ("id_ecdsa384.pub", ("P-256 curve", "on P-384")),
+        ("x25519_pub.pem", ("X25519 keys are for key agreement and cannot sign", ACCEPTED)),
+        ("x448_pub.pem", ("X448", "cannot sign", ACCEPTED)),
+        ("ed448_pub.pem", ("Ed448 keys are not accepted", ACCEPTED)),
+    ],
 )
-def test_non_rsa_keys_are_refused(keydir, name, kind):
-    assert_refused(text(keydir, name), "only RSA", kind)
+def test_other_curves_and_types_are_refused_naming_them(keydir, name, words):
+    assert_refused(text(keydir, name), *words)
 
 
 @pytest.mark.django_db
-def test_non_rsa_jwk_is_refused():
-    jwk = {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}
-    assert_refused(json.dumps(jwk), "only RSA", "EC")
-    assert_refused(json.dumps({"kty": "oct", "k": "c2VjcmV0"}), "only RSA")
+@pytest.mark.parametrize(
+    ("jwk", "words"),
+    [
+        (lambda d: ec_jwk(d, "p384.pem", "P-384"), ("P-256 curve (ES256)", "crv 'P-384'")),
+        (lambda d: ec_jwk(d, "k1.pem", "secp256k1"), ("P-256 curve", "crv 'secp256k1'")),
+        (lambda d: {**ec_jwk(d), "crv": None}, ("P-256 curve", "crv none")),
+        (lambda d: okp_jwk(d, "x25519.pem", "X25519"), ("must be Ed25519 (EdDSA)", "crv 'X25519'")),
+        (lambda d: okp_jwk(d, "ed448.pem", "Ed448"), ("must be Ed25519", "crv 'Ed448'")),
+        (lambda d: {"kty": "oct", "k": "c2VjcmV0"}, ("shared secret", "not a public key")),
+        (lambda d: {**ec_jwk(d), "kty": "ECDSA"}, ("unknown key type", "'ECDSA'", "RSA, EC")),
+        (lambda d: {**rsa_jwk(d), "kty": 5}, ("unknown key type", "5")),
+        (lambda d: {"n": rsa_jwk(d)["n"], "e": "AQAB"}, ("has no kty",)),
+    ],
+    ids=["P-384", "secp256k1", "no crv", "X25519", "Ed448", "oct", "kty ECDSA", "kty 5", "no kty"],
+)
+def test_jwk_of_another_type_or_curve_is_refused_naming_it(keydir, jwk, words):
+    assert_refused(json.dumps(jwk(keydir)), *words)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("jwk", "words"),
+    [
+        (
+            lambda d: ec_jwk(d, alg="RS256"),
+            ("says alg 'RS256'", "EC P-256 key verifies ES256 only"),
+        ),
+        (lambda d: rsa_jwk(d, alg="RS384"), ("says alg 'RS384'", "RSA key verifies RS256 only")),
+        (lambda d: rsa_jwk(d, alg="RSA-OAEP-256"), ("'RSA-OAEP-256'", "RS256 only")),
+        (
+            lambda d: okp_jwk(d, alg="ES256"),
+            ("says alg 'ES256'", "Ed25519 key verifies EdDSA only"),
+        ),
+        (lambda d: okp_jwk(d, alg="Ed25519"), ("says alg 'Ed25519'", "EdDSA only")),
+        (lambda d: ec_jwk(d, alg=["ES256"]), ("says alg ['ES256']",)),
+    ],
+    ids=["EC+RS256", "RSA+RS384", "RSA+RSA-OAEP-256", "OKP+ES256", "OKP+Ed25519", "alg list"],
+)
+def test_jwk_whose_alg_contradicts_its_type_is_refused_saying_so(keydir, jwk, words):
+    assert_refused(json.dumps(jwk(keydir)), *words, "(a key's type sets its algorithm)")
+
+
+@pytest.mark.django_db
+def test_jwk_for_encryption_is_refused(keydir):
+    assert_refused(json.dumps(ec_jwk(keydir, use="enc")), "use 'enc'", "only signature keys")
+
+
+def _p256_jwk_with_a_short_x() -> dict:
+    """A P-256 key whose x has a leading zero byte, written without it (31 bytes)."""
+    for n in range(1, 5000):
+        numbers = ec.derive_private_key(n, ec.SECP256R1()).public_key().public_numbers()
+        if numbers.x < 1 << 248:
+            return {
+                "kty": "EC", "crv": "P-256", "x": b64u(numbers.x.to_bytes(31, "big")),
+                "y": b64u(numbers.y.to_bytes(32, "big")),
+            }  # fmt: skip
+    raise AssertionError("no such key among the first 5000")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("jwk", "words"),
+    [
+        (lambda d: {**ec_jwk(d), "y": ec_jwk(d)["x"]}, ("EC JWK is invalid", "x and y")),
+        (lambda d: {**ec_jwk(d), "x": 5}, ("EC JWK is invalid",)),
+        (lambda d: {**ec_jwk(d), "y": ec_jwk(d)["y"] + "="}, ("EC JWK is invalid",)),
+        (lambda d: _p256_jwk_with_a_short_x(), ("x and y must be 32 bytes each",)),
+        (lambda d: {**okp_jwk(d), "x": okp_jwk(d)["x"][:-2]}, ("OKP JWK is invalid", "x")),
+        (lambda d: {"kty": "OKP", "crv": "Ed25519"}, ("OKP JWK is invalid",)),
+    ],
+    ids=["not on the curve", "x not a string", "padded y", "short x", "short Ed25519 x", "no x"],
+)
+def test_damaged_ec_and_okp_jwks_are_refused(keydir, jwk, words):
+    assert_refused(json.dumps(jwk(keydir)), *words)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "jwk",
+    [
+        lambda d: {**ec_jwk(d), "d": b64u(b"\x01" * 32)},
+        lambda d: {**okp_jwk(d), "d": b64u(b"\x01" * 32)},
+    ],
+    ids=["EC", "OKP"],
+)
+def test_private_ec_and_okp_jwks_are_refused_and_not_stored(keydir, jwk):
+    assert_refused(json.dumps(jwk(keydir)), "private key (member 'd')", "nothing was stored")
+
+
+@pytest.mark.django_db
+def test_security_key_ssh_lines_are_refused(keydir):
+    blob = base64.b64decode(text(keydir, "ed_ssh.pub").split()[1])
+    line = "sk-ssh-ed25519@openssh.com " + base64.b64encode(blob).decode() + " me@laptop"
+    assert_refused(line, "security-key (sk-) SSH keys cannot sign tokens", "ssh-ed25519")
 
 
 @pytest.mark.django_db

@@ -293,6 +293,6 @@ def test_an_unchanged_store_costs_one_small_query_per_interval_until_the_maximum
     with django_assert_num_queries(1):  # the version
         assert keyring.get_snapshot() is first
     fake.t += keyring.MAX_SNAPSHOT_AGE
-    with django_assert_num_queries(4):  # config, integrations, keys, revocations: a rebuild
+    with django_assert_num_queries(5):  # config, integrations, keys, key sources, revocations
         again = keyring.get_snapshot()
     assert again is not first and again.keyset is first.keyset  # nothing re-parsed

@@ -31,3 +31,7 @@ if os.environ.get("CHAT_SECURITY_TEST_POLL"):  # the workers ask the database ev
     CHAT_SECURITY = {**CHAT_SECURITY, "KEY_CACHE_ALIAS": None}  # noqa: F405
 else:
     CHAT_SECURITY = {**CHAT_SECURITY, "KEY_CACHE_ALIAS": "default"}  # noqa: F405
+if os.environ.get("CHAT_SECURITY_TEST_JWKS"):  # identity-provider tests: timings and hosts
+    import json
+
+    CHAT_SECURITY = {**CHAT_SECURITY, **json.loads(os.environ["CHAT_SECURITY_TEST_JWKS"])}

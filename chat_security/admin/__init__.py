@@ -3,7 +3,9 @@
 Django's autodiscovery imports this package, which registers the ModelAdmins.
 Its modules: ``panel`` (the panel's plumbing, switches, secrets, revocation of
 keys and the tester), ``keypairs`` (public keys, service and signing key
-pairs), ``integrations`` (*Add integration*, *Remove integration*),
+pairs), ``key_sources`` (an integration's identity provider: *Take keys from
+an identity provider*, *Refresh now*, *Remove key source*), ``integrations``
+(*Add integration*, *Remove integration*),
 ``revocations`` (*Revoke a user* and the read-only list of revoked users),
 ``data`` (what the panel shows), ``forms`` and ``contacts`` (the contact admin
 with the GDPR deletion). The
@@ -28,6 +30,7 @@ from django.urls import URLPattern, path
 from ..models import AuditEntry, SecurityConfig
 from . import contacts  # noqa: F401  (contact admin with the GDPR delete action)
 from .integrations import IntegrationsMixin
+from .key_sources import KeySourcesMixin
 from .keypairs import KeyPairsMixin
 from .panel import can_manage, can_test
 from .revocations import RevokeUserMixin  # also registers the revoked-users list
@@ -41,7 +44,9 @@ else:
 
 
 @admin.register(SecurityConfig)
-class SecurityConfigAdmin(RevokeUserMixin, KeyPairsMixin, IntegrationsMixin, _ConfigModelAdmin):
+class SecurityConfigAdmin(
+    RevokeUserMixin, KeyPairsMixin, KeySourcesMixin, IntegrationsMixin, _ConfigModelAdmin
+):
     """The panel. Admins (manage_keys) see everything; support (test_tokens) the tester."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -116,6 +121,21 @@ class SecurityConfigAdmin(RevokeUserMixin, KeyPairsMixin, IntegrationsMixin, _Co
                 "integration/remove/",
                 wrap(self.remove_integration_view),
                 name="chat_security_remove_integration",
+            ),
+            path(
+                "key-source/add/",
+                wrap(self.add_key_source_view),
+                name="chat_security_add_key_source",
+            ),
+            path(
+                "key-source/refresh/",
+                wrap(self.refresh_key_source_view),
+                name="chat_security_refresh_key_source",
+            ),
+            path(
+                "key-source/remove/",
+                wrap(self.remove_key_source_view),
+                name="chat_security_remove_key_source",
             ),
             path("test-token/", wrap(self.test_token_view), name="chat_security_test_token"),
         ]

@@ -18,7 +18,16 @@ from .. import usage as usage_counters
 from ..conf import app_settings
 from ..exceptions import ERROR_CODES
 from ..integrations import DEFAULT_INTEGRATION, DEFAULT_USER_SPACE
-from ..models import AuditEntry, Integration, Key, KeyKind, KeyState, RevokedUser, TrafficStat
+from ..models import (
+    AuditEntry,
+    Integration,
+    Key,
+    KeyKind,
+    KeySource,
+    KeyState,
+    RevokedUser,
+    TrafficStat,
+)
 from ..timefmt import relative, utc
 from .forms import default_grace_hours
 
@@ -47,7 +56,7 @@ def anchor(integration: str, section: str) -> str:
 
 
 def anchors(integration: str) -> dict[str, str]:
-    sections = ("security", "secrets", "public-keys", "service-keys", "signing-keys")
+    sections = ("security", "secrets", "public-keys", "key-source", "service-keys", "signing-keys")
     return {
         "integration": f"integration-{integration}",
         **{section.replace("-", "_"): anchor(integration, section) for section in sections},
@@ -242,19 +251,28 @@ def integration_data(
     keys: list[Key],
     now: float,
     switched: AuditEntry | None,
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One integration's part of the panel: rules, switch, keys by kind, links."""
+    """One integration's part of the panel: rules, switch, keys by kind, its key
+    source (``key_source_data``), links."""
     name = row.name
     newest = _newest_active(keys, now)
     rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KeyKind.values}
     for key in keys:
         rows[key.kind].append(key_row(key, now, newest.get(key.kind), name))
     signing = rows[KeyKind.SIGNING_KEY]
+    rules = _rules(row)
+    # As the engine does: an OpenID Connect source's issuer when none is configured.
+    source_issuer = source["issuer"] if source else ""
+    from_source = bool(source_issuer) and not rules["issuers"]
+    if from_source:
+        rules["issuers"] = [source_issuer]
     return {
         "name": name,
         "is_default": name == DEFAULT_INTEGRATION,
         "ids": anchors(name),
-        **_rules(row),
+        **rules,
+        "issuer_from_source": from_source,
         "user_space": row.user_space,
         "own_users": row.own_users,
         "created": utc(row.created_at.timestamp()) if row.created_at else "",
@@ -268,6 +286,7 @@ def integration_data(
         "public_keys": rows[KeyKind.PUBLIC_KEY],
         "service_keys": rows[KeyKind.SERVICE_KEY],
         "signing_keys": signing,
+        "key_source": source,
         "has_active_secret": KeyKind.SECRET in newest,
         "has_active_service_key": KeyKind.SERVICE_KEY in newest,
         "has_active_signing_key": KeyKind.SIGNING_KEY in newest,
@@ -296,8 +315,11 @@ def manager_data(request: HttpRequest, now: float) -> dict[str, Any]:
     for key in Key.objects.order_by("-created_at"):
         keys_of.setdefault(key.integration_id, []).append(key)
     switched = _switch_changes(integration_rows)
+    sources = key_sources(now)
     integrations = [
-        integration_data(request, row, keys_of[row.pk], now, switched.get(row.name))
+        integration_data(
+            request, row, keys_of[row.pk], now, switched.get(row.name), sources.get(row.name)
+        )
         for row in integration_rows
     ]
     usage = [
@@ -313,6 +335,7 @@ def manager_data(request: HttpRequest, now: float) -> dict[str, Any]:
         "default_enabled": integrations[0]["security"]["enabled"],
         "integration_names": [entry["name"] for entry in integrations],
         "usage_rows": usage,
+        "has_key_sources": bool(sources),
         "traffic": traffic_summary(now),
         "jwks_url": jwks_url(request),
         "jwks_suggested_path": JWKS_SUGGESTED_PATH,
@@ -325,6 +348,67 @@ def manager_data(request: HttpRequest, now: float) -> dict[str, Any]:
         ),
         **revoked_users_summary(now),
     }
+
+
+# -- key sources (SPEC §14) --------------------------------------------------------------
+
+
+def _when(value: datetime | None, now: float) -> dict[str, str]:
+    if value is None:
+        return {"at": "", "ago": ""}
+    return {"at": utc(value.timestamp()), "ago": relative(value.timestamp(), now)}
+
+
+def _first_seen(value: object) -> str:
+    """A fetched key's ``first_seen`` (ISO 8601, as ``remote.sources`` stores it), in UTC."""
+    try:
+        return utc(datetime.fromisoformat(str(value)).timestamp())
+    except ValueError:
+        return ""
+
+
+def key_source_data(source: KeySource, now: float) -> dict[str, Any]:
+    """What the panel shows of an integration's key source: where its keys come from,
+    the last good set (one row per key: kid, kty, alg, fingerprint, first seen,
+    active or stale) and the last fetch."""
+    stale_at = source.stale_at()
+    rows = source.keys_status(datetime.fromtimestamp(now, tz=UTC))
+    for row in rows:
+        row["first_seen"] = _first_seen(row["first_seen"])
+        row["state_label"] = row["state"]
+    return {
+        "kind": source.kind,
+        "kind_label": source.get_kind_display(),
+        "url": source.url,
+        "jwks_uri": source.jwks_uri,
+        "issuer": source.issuer,
+        "keys": rows,
+        "fetched": _when(source.fetched_at, now),
+        "attempted": _when(source.attempted_at, now),
+        "outcome": source.outcome,
+        "error": source.error,
+        "skipped": [str(item) for item in source.skipped or ()],
+        "stale": stale_at is None or stale_at.timestamp() <= now,
+        "stale_at": utc(stale_at.timestamp()) if stale_at is not None else "",
+        "created": utc(source.created_at.timestamp()),
+        "created_by": source.created_by,
+    }
+
+
+def key_sources(now: float) -> dict[str, dict[str, Any]]:
+    """Integration name -> :func:`key_source_data` of its source; one query for all."""
+    return {
+        source.integration.name: key_source_data(source, now)
+        for source in KeySource.objects.select_related("integration")
+    }
+
+
+def key_source_parts(now: float) -> list[dict[str, Any]]:
+    """For those who may not manage keys (support staff): each integration that has a
+    key source, as much of its part as the read-only key-source section needs."""
+    sources = key_sources(now)
+    names = sorted(sources, key=lambda name: (name != DEFAULT_INTEGRATION, name))
+    return [{"name": name, "ids": anchors(name), "key_source": sources[name]} for name in names]
 
 
 # -- revoked users ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ from .. import keys, tokens
 from ..conf import MAX_GRACE_HOURS, app_settings
 from ..exceptions import KeyStateError, TokenError
 from ..integrations import DEFAULT_INTEGRATION, check_new
-from ..models import Integration, Key
+from ..models import Integration, Key, KeySource
 
 #: The tester accepts more than MAX_TOKEN_BYTES so that an oversized token gets
 #: the engine's token_too_large explanation rather than a form error.
@@ -76,6 +76,10 @@ class RemoveIntegrationForm(TargetForm):
     """**Remove integration**; the first POST asks for confirmation."""
 
     confirm = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+
+class RemoveKeySourceForm(RemoveIntegrationForm):
+    """**Remove key source** of the integration named; the first POST asks for confirmation."""
 
 
 class SecuritySwitchForm(forms.Form):
@@ -215,6 +219,39 @@ class IntegrationForm(forms.Form):
         return paths
 
 
+class KeySourceForm(forms.Form):
+    """**Take keys from an identity provider**: a JWKS URL or an OpenID Connect issuer.
+
+    Only the shape is checked here; ``remote.sources`` fetches the URL, and its
+    refusal (https only, a private address, an issuer mismatch …) becomes the
+    form's error.
+    """
+
+    kind = forms.ChoiceField(
+        label=_("The provider gives"),
+        choices=KeySource.Kind.choices,
+        initial=KeySource.Kind.JWKS_URL,
+    )
+    url = forms.CharField(
+        label=_("URL"),
+        max_length=2048,
+        widget=forms.TextInput(
+            attrs={
+                "class": "vURLField chat-mono",
+                "autocomplete": "off",
+                "spellcheck": "false",
+                "inputmode": "url",
+            }
+        ),
+        help_text=_(
+            "A JWKS URL (https://idp.example/.well-known/jwks.json), or an issuer "
+            "(https://idp.example/realms/shop): its discovery document names the JWKS URL, "
+            "and its issuer becomes the integration's issuer. https only; the keys are "
+            "fetched now, and nothing is stored if that fails."
+        ),
+    )
+
+
 class RevokeKeyForm(forms.Form):
     """Revoke (remove) a key now; the first POST asks for confirmation."""
 
@@ -286,16 +323,19 @@ class RevokeUserForm(forms.Form):
 
 
 class PublicKeyForm(forms.Form):
-    """Paste a client RS256 public key (PEM, certificate, ssh-rsa line or JWK)."""
+    """Paste a client public key: RSA (RS256), EC P-256 (ES256) or Ed25519 (EdDSA), as
+    PEM, a certificate, an OpenSSH line or a JWK."""
 
     public_key = forms.CharField(
         label=_("Public key"),
         max_length=keys.MAX_KEY_TEXT,
         widget=forms.Textarea(attrs={**_TEXTAREA, "class": "vLargeTextField chat-mono"}),
         help_text=_(
-            "PEM (BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY), an X.509 certificate, an "
-            "'ssh-rsa' line or an RSA JWK. RSA, at least 2048 bits. Never paste the "
-            "private key: it is refused and not stored."
+            "RSA of at least 2048 bits (RS256), EC P-256 (ES256) or Ed25519 (EdDSA); its "
+            "type sets the algorithm your tokens must use. PEM (BEGIN PUBLIC KEY or BEGIN "
+            "RSA PUBLIC KEY), an X.509 certificate, an OpenSSH line (ssh-rsa, "
+            "ecdsa-sha2-nistp256, ssh-ed25519) or a JWK. Never paste the private key: it is "
+            "refused and not stored."
         ),
     )
     kid = forms.CharField(

@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 from .. import clock
 from ..exceptions import KeyStateError
 from ..integrations import DEFAULT_INTEGRATION
-from ..models import Integration, Key
+from ..models import Integration, Key, KeySource
 from . import data as admin_data
 from .forms import IntegrationForm, RemoveIntegrationForm
 from .panel import DeveloperPanelMixin, _actor, csrf_protect_m
@@ -103,6 +103,16 @@ def remove_warnings(name: str) -> list[str]:
     warnings = [
         _("Its retired and revoked keys are deleted with it; the audit log keeps their history."),
     ]
+    source = KeySource.objects.filter(integration=row).first()
+    if source is not None:
+        warnings.insert(
+            0,
+            _(
+                "It takes its keys from %s: that key source goes with it, and the keys "
+                "fetched from there stop verifying."
+            )
+            % source.url,
+        )
     if row.paths:
         warnings.append(
             _(

@@ -11,8 +11,9 @@ action on one posts its name; the view re-reads it from the store
 (``TargetForm``) and changes nothing when it does not exist. A POST without a
 name acts on ``default``, as on a site with one chat surface. This module
 holds the plumbing, the switch, secrets, revocation and the tester;
-``keypairs`` the public, service and signing keys; ``integrations`` adding and
-removing integrations.
+``keypairs`` the public, service and signing keys; ``key_sources`` an
+integration's identity provider (SPEC §14); ``integrations`` adding and removing
+integrations.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from .. import clock, keys
 from ..diagnosis import Diagnosis, diagnose
 from ..exceptions import KeyStateError
 from ..integrations import DEFAULT_INTEGRATION
-from ..models import AuditEntry, Integration, Key, KeyKind, SecurityConfig
+from ..models import AuditEntry, Integration, Key, KeyKind, KeySource, SecurityConfig
 from ..timefmt import utc
 from . import data as admin_data
 from .forms import (
     IntegrationForm,
+    KeySourceForm,
     PublicKeyForm,
     RevokeKeyForm,
     RevokeUserForm,
@@ -65,6 +67,7 @@ INTEGRATION_FORMS: dict[str, tuple[type[Any], str]] = {
     "switch_form": (SecuritySwitchForm, "switch_"),
     "rotate_form": (RotateSecretForm, ""),
     "public_key_form": (PublicKeyForm, ""),
+    "key_source_form": (KeySourceForm, "source_"),
     "service_key_form": (ServiceKeyForm, "service_"),
     "signing_key_form": (SigningKeyForm, "signing_"),
     "rotate_signing_form": (RotateSigningKeyForm, "signing_"),
@@ -172,6 +175,8 @@ class DeveloperPanelMixin:
             "test_form": TokenTestForm(integrations=names),
             "several_integrations": len(names) > 1,
         }
+        if not manage:  # support staff see where fetched keys come from, and no form
+            page["source_parts"] = admin_data.key_source_parts(clock.now())
         if manage:
             page.update(revoke_user_form=RevokeUserForm(), add_integration_form=IntegrationForm())
             for entry in data["integrations"]:
@@ -237,10 +242,7 @@ class DeveloperPanelMixin:
             SecurityConfig.set_enabled(enabled, _actor(request), integration=target)
         except KeyStateError as exc:  # removed since the form was read
             return self.render_panel(request, action_error=capfirst(str(exc)))
-        if enabled and not any(
-            Key.objects.usable(kind, target)
-            for kind in (KeyKind.SECRET, KeyKind.PUBLIC_KEY, KeyKind.SIGNING_KEY)
-        ):
+        if enabled and not _has_verifying_keys(target):
             messages.warning(
                 request,
                 _(
@@ -372,6 +374,15 @@ class DeveloperPanelMixin:
             diagnosis = diagnose(form.cleaned_data["token"], integration=chosen)
             AuditEntry.record(_actor(request), "test_token", detail=diagnosis.outcome)
         return self.render_panel(request, test_form=form, diagnosis=diagnosis)
+
+
+def _has_verifying_keys(integration: str) -> bool:
+    """Whether ``integration`` has a key that verifies tokens: a stored one, or a key
+    source (its fetched keys; SPEC §14)."""
+    return KeySource.objects.filter(integration__name=integration).exists() or any(
+        Key.objects.usable(kind, integration)
+        for kind in (KeyKind.SECRET, KeyKind.PUBLIC_KEY, KeyKind.SIGNING_KEY)
+    )
 
 
 def _warn_without_encryption_keys(request: HttpRequest) -> None:

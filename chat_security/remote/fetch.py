@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import importlib.metadata
 import ipaddress
 import json
 import socket
@@ -43,15 +44,21 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import HTTPError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from .. import __version__
 from ..exceptions import ChatSecurityError
+
+
+def _version() -> str:
+    """The installed distribution's version (the package imports nothing from its root)."""
+    try:
+        return importlib.metadata.version("chat-security")
+    except importlib.metadata.PackageNotFoundError:
+        return "dev"
+
 
 #: The whole fetch, from the name lookup to the body's last byte (SPEC §14).
 TIMEOUT_SECONDS = 5.0
 MAX_BYTES = 256 * 1024
-#: Keys taken from one set; the caller (``sources``) applies it.
-MAX_KEYS = 100
-USER_AGENT = f"chat-security/{__version__}"
+USER_AGENT = f"chat-security/{_version()}"
 #: How much of anything the server sent an error message quotes.
 QUOTE_CHARS = 60
 _CHUNK = 16 * 1024

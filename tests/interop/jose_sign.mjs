@@ -1,9 +1,11 @@
-// Sign a token with jose's SignJWT (HS256 with a secret, RS256 with a private key PEM).
+// Sign a token with jose's SignJWT (HS256 with a secret; RS256, ES256 or EdDSA with a
+// private key PEM).
 //
-//   node jose_sign.mjs < '{"alg": "HS256"|"RS256", "key": "<secret or PEM>",
+//   node jose_sign.mjs < '{"alg": "HS256"|"RS256"|"ES256"|"EdDSA", "key": "<secret or PEM>",
 //                          "claims": {...}, "header": {...}, "expiresIn": "1h"}'
 //
-// The private key may be PKCS#8 (openssl genrsa) or PKCS#1 (ssh-keygen -m PEM).
+// The private key may be PKCS#8 (openssl genrsa, jose_keypair.mjs) or PKCS#1
+// (ssh-keygen -m PEM).
 // Prints the token on one line.
 import { createPrivateKey } from "node:crypto";
 import { SignJWT } from "jose";

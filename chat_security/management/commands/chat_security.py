@@ -22,7 +22,8 @@ from chat_security import checks, diagnosis, identity, keys, tokens, usage
 from chat_security.conf import MAX_GRACE_HOURS, app_settings
 from chat_security.exceptions import ChatSecurityError, TokenError
 from chat_security.integrations import DEFAULT_INTEGRATION
-from chat_security.models import Integration, Key, RevokedUser, SecurityConfig
+from chat_security.models import Integration, Key, KeySource, RevokedUser, SecurityConfig
+from chat_security.remote import sources
 
 ACTOR = "cli"
 MAX_INPUT = 1 << 20
@@ -113,6 +114,18 @@ def _describe(integration: Integration) -> dict[str, Any]:
 
 def _key_status(key: Key) -> dict[str, object]:
     return {**key.as_status(), "integration": key.integration.name}
+
+
+def _sources() -> dict[str, KeySource]:
+    return {s.integration.name: s for s in KeySource.objects.select_related("integration")}
+
+
+def _source_status(source: KeySource) -> dict[str, Any]:
+    return {
+        "integration": source.integration.name,
+        **source.as_status(),
+        "keys": [{**k, "integration": source.integration.name} for k in source.keys_status()],
+    }
 
 
 def _keys_by_integration() -> dict[str, list[Key]]:
@@ -222,8 +235,35 @@ class Command(BaseCommand):
             "rotate-secret", help="Replace the active secret; the old one keeps a grace period."
         )
         self._grace(p)
-        p = add("add-public-key", help="Register a client's RS256 public key.")
-        p.add_argument("file", help="PEM, certificate, ssh-rsa or JWK file; - for stdin.")
+        p = add(
+            "add-public-key",
+            help="Register a client's public key: RSA (RS256), EC P-256 (ES256) or Ed25519 "
+            "(EdDSA).",
+        )
+        p.add_argument(
+            "file", help="PEM, certificate, OpenSSH public key line or JWK file; - for stdin."
+        )
+        p = add(
+            "add-jwks-url",
+            help="Take the integration's public keys from an identity provider's JWKS URL "
+            "(fetched now, then refreshed every JWKS_REFRESH_SECONDS).",
+        )
+        p.add_argument("url", help="The https URL of the key set (JWKS).")
+        p = add(
+            "add-oidc-issuer",
+            help="Take the integration's public keys from an OpenID Connect issuer (its "
+            "discovery document's jwks_uri); its issuer becomes the integration's.",
+        )
+        p.add_argument("issuer", help="The issuer URL, e.g. https://login.example.com/realms/main")
+        add(
+            "refresh-keys",
+            help="Fetch the integration's key set now; exit 1 if the fetch fails (the last "
+            "good set keeps serving).",
+        )
+        add(
+            "remove-key-source",
+            help="Stop taking the integration's keys from its identity provider.",
+        )
         p = add("generate-service-keypair", help="Create (or rotate) the service key pair for JWE.")
         self._grace(p)
         p = add(
@@ -498,6 +538,33 @@ class Command(BaseCommand):
         key = Key.objects.add_public_key(text, ACTOR, integration=options["integration"])
         self.emit({"kid": key.kid, "fingerprint": key.fingerprint})
 
+    def do_add_jwks_url(self, options: dict[str, Any]) -> None:
+        source = sources.add_jwks_url(options["url"], options["integration"], ACTOR)
+        self.emit(_source_status(source))
+
+    def do_add_oidc_issuer(self, options: dict[str, Any]) -> None:
+        source = sources.add_oidc_issuer(options["issuer"], options["integration"], ACTOR)
+        self.emit(_source_status(source))
+
+    def do_refresh_keys(self, options: dict[str, Any]) -> None:
+        outcome = sources.refresh(options["integration"], ACTOR)
+        self.emit(
+            {
+                "integration": options["integration"],
+                "ok": outcome.ok,
+                "added": list(outcome.added),
+                "removed": list(outcome.removed),
+                "skipped": list(outcome.skipped),
+                "error": outcome.error or None,
+            }
+        )
+        if not outcome.ok:
+            raise SystemExit(1)
+
+    def do_remove_key_source(self, options: dict[str, Any]) -> None:
+        source = sources.remove(options["integration"], ACTOR)
+        self.emit({"integration": options["integration"], "source": source.url, "removed": True})
+
     def do_generate_service_keypair(self, options: dict[str, Any]) -> None:
         key = Key.objects.generate_service_keypair(
             ACTOR, self._grace_seconds(options), integration=options["integration"]
@@ -553,11 +620,23 @@ class Command(BaseCommand):
 
     def do_status(self, options: dict[str, Any]) -> None:
         usage.flush_usage()
-        by_integration = _keys_by_integration()
-        integrations = [
-            {**_describe(i), "keys": [_key_status(k) for k in by_integration.get(i.name, [])]}
-            for i in _integrations()
-        ]
+        by_integration, fetched = _keys_by_integration(), _sources()
+        integrations = []
+        for i in _integrations():
+            listed = [_key_status(k) for k in by_integration.get(i.name, [])]
+            source = fetched.get(i.name)
+            described = _describe(i)
+            if source is not None:
+                listed += [{**k, "integration": i.name} for k in source.keys_status()]
+                if described["issuer"] is None and source.issuer:
+                    described["issuer"] = source.issuer  # the discovered one is enforced
+            integrations.append(
+                {
+                    **described,
+                    "keys": listed,
+                    "key_source": source.as_status() if source is not None else None,
+                }
+            )
         default = integrations[0]  # §7's fields: the default integration's, as before §13
         self.emit({"mode": default["mode"], "keys": default["keys"], "integrations": integrations})
 

@@ -1,0 +1,1 @@
+"""Identity providers' key sets (SPEC §14): fetching, the shared last good set."""
