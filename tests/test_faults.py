@@ -181,27 +181,42 @@ def ws_answer(port: int, token: str) -> tuple[object, str | None]:
     pytest.fail("no answer on the socket")
 
 
+def one_of(answer: tuple[object, str | None], *expected: tuple[object, str]) -> bool:
+    """``answer`` is one of ``expected``, or has its close code without the error frame.
+
+    Daphne sends no close reason, and under load it may abort a socket right after
+    the close frame (autobahn's closing-handshake timer, seen firing 1 ms after the
+    close: "peer did not finish the closing handshake in time"); the client then
+    has the close code and not always the error frame before it. The code alone is
+    still the answer: 4503 unavailable, 4401 the refusal.
+    """
+    if answer in expected:
+        return True
+    code, error = answer
+    return error is None and any(code == e[0] and isinstance(code, int) for e in expected)
+
+
 def test_database_outage_sockets_get_4503_never_wrong_and_recover(env):
     tokens = make_tokens(env)
     with serving(env, *DAPHNE) as port:
         for kind, token in tokens.items():
-            assert ws_answer(port, token) == WS_RIGHT[kind]
+            assert one_of(ws_answer(port, token), WS_RIGHT[kind])
         seen: dict[str, set] = {k: set() for k in tokens}
         with database_down(env):
             deadline = time.monotonic() + 4  # > KEY_CACHE_SECONDS + the retry backoff
             while time.monotonic() < deadline:
                 for kind, token in tokens.items():
                     answer = ws_answer(port, token)
-                    assert answer in (WS_RIGHT[kind], (4503, "unavailable")), (kind, answer)
+                    assert one_of(answer, WS_RIGHT[kind], (4503, "unavailable")), (kind, answer)
                     seen[kind].add(answer)
-        assert (4503, "unavailable") in seen["valid"], seen  # noticed, not guessed
+        assert any(code == 4503 for code, _ in seen["valid"]), seen  # noticed, not guessed
 
         deadline = time.monotonic() + 10
         while ws_answer(port, tokens["valid"]) != WS_RIGHT["valid"]:
             assert time.monotonic() < deadline, "the server did not recover"
             time.sleep(0.1)
         for kind, token in tokens.items():  # the same process, right again
-            assert ws_answer(port, token) == WS_RIGHT[kind]
+            assert one_of(ws_answer(port, token), WS_RIGHT[kind])
     answers = {k: sorted(map(str, v)) for k, v in seen.items()}
     print(f"{lane()}: sockets during the outage:", answers)
 
