@@ -405,3 +405,23 @@ def test_a_fetched_keys_use_never_counts_for_a_stored_key_with_the_same_kid(idp,
     Client().get("/idp/x", HTTP_AUTHORIZATION=f"Bearer {idp.token('k1', clock, sub='b')}")
     usage.flush_usage()
     assert Key.objects.get(pk=stored.pk).use_count == 0
+
+
+def _refuse_every_query(*args, **kwargs):
+    from django.db import OperationalError
+
+    raise OperationalError("the database is down")
+
+
+@pytest.mark.django_db(transaction=True)  # the refused query must not break the test's own
+def test_an_unknown_kid_while_the_database_is_down_is_503_not_unknown_key(idp, clock):
+    from django.db import connection
+
+    from chat_security.exceptions import KeyStoreUnavailable
+
+    verify(idp.token("k1", clock))  # the snapshot is read
+    clock.advance(31)
+    idp.new_key("k2")  # published; another process may already have fetched it
+    with connection.execute_wrapper(_refuse_every_query), pytest.raises(KeyStoreUnavailable):
+        verify(idp.token("k2", clock))
+    assert verify(idp.token("k2", clock)).kid == "k2"  # the database is back

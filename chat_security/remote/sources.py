@@ -34,7 +34,7 @@ from django.db.models import Q
 
 from .. import clock, keyring, keys
 from ..conf import app_settings, register_cache
-from ..exceptions import ChatSecurityError, KeyImportError, KeyStateError
+from ..exceptions import ChatSecurityError, KeyImportError, KeyStateError, KeyStoreUnavailable
 from ..integrations import DEFAULT_INTEGRATION, accepted
 from ..log import get_logger
 from ..models import AuditEntry, Integration, KeySource, store_changed
@@ -425,8 +425,8 @@ def revive(snap: keyring.Snapshot, name: str, now: float) -> keyring.Snapshot:
         if not claimed:
             return keyring.reread()
         outcome = _fetch_and_store(remote.source_id)
-    except DjangoDBError:
-        return snap
+    except DjangoDBError as exc:  # stale, and nothing could be checked: 503
+        raise KeyStoreUnavailable("the chat key store cannot be read") from exc
     remote.error = outcome.error
     if outcome.changed:
         keyring.store_changed_here()
@@ -454,8 +454,9 @@ def refetch_for_kid(snap: keyring.Snapshot, name: str, kid: str, now: float) -> 
                 keyring.store_changed_here()
                 return keyring.get_snapshot()
             return snap
-    except DjangoDBError:
-        return snap
+    except DjangoDBError as exc:
+        # The kid may be one another process has fetched: not known to be unknown (503).
+        raise KeyStoreUnavailable("the chat key store cannot be read") from exc
     # Another process fetched within the cooldown: its set may already be stored.
     return keyring.check_now()
 
