@@ -16,7 +16,15 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, DURATIONS, JS_IDENTIFIER, app_settings, seconds
+from .conf import (
+    DEFAULTS,
+    DURATIONS,
+    JS_IDENTIFIER,
+    MAX_REMINDER_DAYS,
+    app_settings,
+    seconds,
+    valid_reminder_days,
+)
 from .propagation import PER_SERVER_CACHES
 
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -73,6 +81,7 @@ def _setting_errors(raw: Callable[[str], Any]) -> list[Error]:
         *_anonymous_id_errors(raw),
         *_limit_errors(raw),
         *_jwks_errors(raw),
+        *_rotation_reminder_errors(raw("ROTATION_REMINDER_DAYS")),
     ]
 
 
@@ -179,6 +188,17 @@ def _jwks_errors(raw: Callable[[str], Any]) -> list[Error]:
             "The defaults are 30, 600 and 86400.",
         )
     return errors
+
+
+def _rotation_reminder_errors(days: Any) -> list[Error]:
+    """E025: the age in days past which a key the site holds is due for rotation."""
+    return _unless(
+        valid_reminder_days(days),
+        25,
+        f"ROTATION_REMINDER_DAYS must be a whole number of days from 1 to {MAX_REMINDER_DAYS}, "
+        "or None to turn the reminder off.",
+        f"The default is {DEFAULTS['ROTATION_REMINDER_DAYS']}.",
+    )
 
 
 def _js_variable_errors(name: Any) -> list[Error]:
@@ -557,3 +577,22 @@ def check_deploy_key_material(
             f"{fix} If the old key is lost, revoke these keys and make new ones.",
         )
     ]
+
+
+@register(Tags.security, Tags.database, deploy=True)
+def check_deploy_key_age(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Warning]:
+    """W009: active keys the site holds older than ROTATION_REMINDER_DAYS (SPEC §15), one
+    warning each; only with ``check --deploy --database``, as E020."""
+    if not databases or "default" not in databases:
+        return []
+    from django.db import DatabaseError
+
+    from . import hygiene
+
+    try:
+        due = hygiene.due_now()
+    except DatabaseError:
+        return []  # W007 reports an unreadable store
+    return [_deploy_warning(9, key.message(), key.hint()) for key in due]

@@ -31,6 +31,10 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_TOKEN_TTL": 3600,
     # How long a rotated-out secret or service key keeps working, seconds.
     "GRACE_PERIOD": 48 * 3600,
+    # Key hygiene (SPEC §15): an active signing secret, site signing key pair or
+    # service key pair older than this many days is reported (check W009, a panel
+    # notice) and rotated by ``rotate-due``; None turns the reminder off.
+    "ROTATION_REMINDER_DAYS": 90,
     # Accepted JWS algorithms: HS256 (signing secrets), RS256 (RSA public keys and
     # signing key pairs), ES256 (EC P-256 public keys and signing key pairs), EdDSA
     # (Ed25519 public keys). A key's type pins its algorithm, so an algorithm
@@ -85,6 +89,16 @@ DEFAULTS: dict[str, Any] = {
 JS_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 #: The longest grace period the admin panel and the CLI accept, hours.
 MAX_GRACE_HOURS = 24 * 365
+#: The largest ROTATION_REMINDER_DAYS (E025): 100 years.
+MAX_REMINDER_DAYS = 36500
+
+
+def valid_reminder_days(value: Any) -> bool:
+    """Whether ``value`` is a valid ROTATION_REMINDER_DAYS (E025): None, or 1 … 36500."""
+    if value is None:
+        return True
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_REMINDER_DAYS
+
 
 DURATIONS = frozenset(
     {

@@ -20,7 +20,9 @@ How a process learns of a change (STYLE habit 10):
   rebuilds on a change;
 * the end of a grace period needs no writer: the snapshot is rebuilt at the
   first check after the earliest such moment, which drops the material of
-  keys that stopped being usable.
+  keys that stopped being usable. A scheduled switch-on (SPEC §15) neither:
+  ``IntegrationEntry.on(now)`` turns on at its time in every process, and the
+  snapshot is rebuilt then too, so open anonymous sockets are re-checked.
 
 Usage counters (:mod:`chat_security.usage`) live in memory per thread and
 are written out at most every ``USAGE_FLUSH_SECONDS``, and at exit.
@@ -189,6 +191,7 @@ class IntegrationEntry:
     issuers: tuple[str, ...] | None
     #: the aud values of which one must be in the token's aud; None: no check
     audiences: tuple[str, ...] | None
+    #: its switch when the snapshot was built (a scheduled switch-on then due counts)
     enabled: bool
     paths: tuple[str, ...]
     user_space: str
@@ -200,6 +203,24 @@ class IntegrationEntry:
     row: tuple[Any, ...] = ()
     #: its fetched key set, if it takes keys from an identity provider
     remote: RemoteSet | None = None
+    #: a scheduled switch-on still to come when the snapshot was built (SPEC §15)
+    enforce_at: float | None = None
+    #: from when a visitor needs a token: -inf (on), ``enforce_at``, or inf (off)
+    on_from: float = field(init=False, default=math.inf)
+
+    def __post_init__(self) -> None:
+        # on(now) is on every request's path: one comparison, as a key's usable(now).
+        if self.enabled:
+            self.on_from = -math.inf
+        elif self.enforce_at is not None:
+            self.on_from = self.enforce_at
+        else:
+            self.on_from = math.inf
+
+    def on(self, now: float) -> bool:
+        """Whether its switch is on at ``now``: a scheduled switch-on takes effect at
+        its time in every process, with no write and no rebuild needed."""
+        return now >= self.on_from
 
     def can_verify(self, now: float) -> bool:
         return now < self.verifiable_until
@@ -233,7 +254,8 @@ class Snapshot:
     revoked_first: dict[str, float] = field(default_factory=dict)
     #: the other user spaces: space -> (latest, first) as the two above
     other_spaces: dict[str, tuple[dict[str, float], dict[str, float]]] = field(default_factory=dict)
-    #: the next moment a key leaves its grace period: rebuild then
+    #: the next moment a key leaves its grace period or a scheduled switch-on is
+    #: due: rebuild then (so the WebSocket watcher re-checks anonymous sockets)
     rebuild_at: float = math.inf
     #: the first moment a fetched key set may be due for its refresh (``remote.sources``)
     refresh_at: float = math.inf
@@ -381,11 +403,14 @@ def _build(previous: Snapshot | None = None) -> Snapshot:
     # The version is read before the keys: a change committed in between makes
     # the snapshot newer than its version, so the next check rebuilds it again.
     config = SecurityConfig.objects.filter(pk=1).values("version").first()
-    integrations = _integrations()
+    now = clock.now()
+    integrations = _integrations(now)
     default = integrations[DEFAULT_INTEGRATION]
     snap = Snapshot(version=config["version"] if config else 0, enabled=default.enabled)
     snap.integrations = integrations
-    now = clock.now()
+    for integration in integrations.values():
+        if integration.enforce_at is not None:
+            snap.rebuild_at = min(snap.rebuild_at, integration.enforce_at)
     old = previous.by_kid if previous is not None else {}
     reused = 0
     for key in Key.objects.select_related("integration").order_by("-created_at"):
@@ -508,21 +533,25 @@ def _remote_entry(
     return entry
 
 
-def _integrations() -> dict[str, IntegrationEntry]:
-    """Every integration, parsed; ``default`` from the settings' ISSUER, AUDIENCE and
-    PROTECTED_PATHS."""
+def _integrations(now: float) -> dict[str, IntegrationEntry]:
+    """Every integration, parsed at ``now``; ``default`` from the settings' ISSUER,
+    AUDIENCE and PROTECTED_PATHS. A scheduled switch-on already due is on; one
+    still to come is kept as the entry's ``enforce_at``."""
     from .conf import app_settings
 
-    rows: list[tuple[int | None, str, str, str, bool, Any, str]] = list(
+    rows: list[tuple[int | None, str, str, str, bool, Any, str, datetime | None]] = list(
         Integration.objects.values_list(
-            "id", "name", "issuer", "audience", "enabled", "paths", "user_space"
+            "id", "name", "issuer", "audience", "enabled", "paths", "user_space", "enforce_at"
         )
     )
     if not any(row[1] == DEFAULT_INTEGRATION for row in rows):
         # No row yet (a flushed table): as a fresh one would be; nothing is written here.
-        rows.insert(0, (None, DEFAULT_INTEGRATION, "", "", True, [], DEFAULT_USER_SPACE))
+        rows.insert(0, (None, DEFAULT_INTEGRATION, "", "", True, [], DEFAULT_USER_SPACE, None))
     result: dict[str, IntegrationEntry] = {}
-    for row_id, name, issuer, audience, enabled, paths, user_space in rows:
+    for row_id, name, issuer, audience, enabled, paths, user_space, scheduled in rows:
+        enforce_at = None if enabled else clock.timestamp(scheduled)
+        if enforce_at is not None and now >= enforce_at:
+            enabled, enforce_at = True, None  # due: on, as if switched by hand
         if name == DEFAULT_INTEGRATION:
             issuers, audiences = accepted(app_settings.ISSUER), accepted(app_settings.AUDIENCE)
             prefixes = _settings_paths(app_settings.PROTECTED_PATHS)
@@ -534,6 +563,7 @@ def _integrations() -> dict[str, IntegrationEntry]:
             issuers=issuers,
             audiences=audiences,
             enabled=bool(enabled),
+            enforce_at=enforce_at,
             paths=prefixes,
             user_space=user_space or DEFAULT_USER_SPACE,
             # What a remembered token's verdict depends on (not the switch, not paths).
@@ -697,7 +727,7 @@ def security_enabled() -> bool:
     Raises KeyStoreUnavailable when the key store cannot be read; callers
     that must decide anyway should treat that as on (fail closed).
     """
-    return get_snapshot().enabled
+    return get_snapshot().integrations[DEFAULT_INTEGRATION].on(clock.now())
 
 
 def fresh_snapshot(margin: float = 0.0) -> Snapshot | None:

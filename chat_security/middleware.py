@@ -346,7 +346,8 @@ class ChatSecurityMiddleware:
                 # A token in the URL or under another scheme is named: the fix is precise.
                 raise TokenError("missing_token", missing_token_detail(request.META))
             anonymous_id = anonymous_id_for(request) if app_settings.ANONYMOUS_IDS else None
-            return ChatIdentity.anonymous_visitor(anonymous_id, tokens.letting_in(snapshot, names))
+            letting_in = tokens.letting_in(snapshot, names, now)
+            return ChatIdentity.anonymous_visitor(anonymous_id, letting_in)
         session = (
             existing_session(getattr(request, "session", None))
             if settings.SESSION_COOKIE_NAME in request.COOKIES

@@ -9,7 +9,7 @@ admin panel and the CLI both call them.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import models, transaction
@@ -72,9 +72,10 @@ class SecurityConfig(models.Model):
 
     @property
     def enabled(self) -> bool:
-        """The ``default`` integration's **Secure your web chat** switch."""
-        row = Integration.objects.filter(name=DEFAULT_INTEGRATION).values("enabled").first()
-        return True if row is None else bool(row["enabled"])
+        """The ``default`` integration's **Secure your web chat** switch (on once a
+        scheduled switch-on is due)."""
+        row = Integration.objects.filter(name=DEFAULT_INTEGRATION).first()
+        return True if row is None else row.secured()
 
     @classmethod
     def load(cls) -> SecurityConfig:
@@ -92,10 +93,58 @@ class SecurityConfig(models.Model):
             # Only the fields this change owns: the version is never written back.
             cls.objects.filter(pk=1).update(changed_at=clock.now_dt(), changed_by=actor)
             owner = Integration.objects.named(integration)  # KeyStateError if none
-            Integration.objects.filter(pk=owner.pk).update(enabled=enabled)
+            # A switch set by hand replaces any scheduled switch-on.
+            Integration.objects.filter(pk=owner.pk).update(enabled=enabled, enforce_at=None)
             action = "security_on" if enabled else "security_off"
             AuditEntry.record(actor, action, detail=_scope(integration))
         return cls.load()
+
+    @classmethod
+    def schedule_on(
+        cls, at: datetime, actor: str = "", integration: str = DEFAULT_INTEGRATION
+    ) -> Integration:
+        """Turn an integration's security on at ``at`` (an aware datetime, in the future).
+
+        Nothing is written at that moment: every worker's snapshot switches by
+        itself (``keyring``), as a key leaves its grace period, and is in force on
+        every worker within KEY_CACHE_SECONDS of ``at``. A schedule replaces an
+        earlier one. KeyStateError when the switch is on (or due), ``at`` is not
+        in the future, or the integration does not exist.
+        """
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise KeyStateError("the time needs a time zone (an offset such as +00:00, or Z)")
+        with transaction.atomic():
+            store_changed()
+            owner = Integration.objects.named(integration)
+            now = clock.now_dt()
+            if owner.secured(now.timestamp()):
+                raise KeyStateError(
+                    f"security of integration {integration} is already on; nothing to schedule"
+                )
+            if at <= now:
+                stamp = now.isoformat(timespec="seconds")
+                raise KeyStateError(f"{at.isoformat()} is not in the future (now {stamp})")
+            cls.objects.filter(pk=1).update(changed_at=now, changed_by=actor)
+            Integration.objects.filter(pk=owner.pk).update(enforce_at=at)
+            where = _scope(integration)
+            detail = f"at {at.astimezone(UTC).isoformat()}" + (f", {where}" if where else "")
+            AuditEntry.record(actor, "schedule_security_on", detail=detail)
+            owner.enforce_at = at
+        return owner
+
+    @classmethod
+    def cancel_schedule(cls, actor: str = "", integration: str = DEFAULT_INTEGRATION) -> None:
+        """Cancel a scheduled switch-on that is not yet due; KeyStateError if none is."""
+        with transaction.atomic():
+            store_changed()
+            owner = Integration.objects.named(integration)
+            now = clock.now()
+            if owner.enforce_at is None or owner.secured(now):
+                state = "already on" if owner.secured(now) else "not scheduled to turn on"
+                raise KeyStateError(f"security of integration {integration} is {state}")
+            cls.objects.filter(pk=1).update(changed_at=clock.now_dt(), changed_by=actor)
+            Integration.objects.filter(pk=owner.pk).update(enforce_at=None)
+            AuditEntry.record(actor, "cancel_scheduled_security", detail=_scope(integration))
 
 
 def _scope(integration: str) -> str:
@@ -224,6 +273,8 @@ class Integration(_Stamped):
     issuer = models.CharField(max_length=255, blank=True, help_text=_("the iss its tokens carry"))
     audience = models.CharField(max_length=255, blank=True, help_text=_("a value aud must hold"))
     enabled = models.BooleanField(_("secure this chat"), default=True)
+    #: a scheduled switch-on (SPEC §15): from then on the switch counts as on
+    enforce_at = models.DateTimeField(null=True, blank=True)
     #: HTTP path prefixes it guards (``default``: PROTECTED_PATHS instead)
     paths = models.JSONField(default=list, blank=True)
     #: who its user ids name: integrations in one space share contacts and revocations
@@ -244,6 +295,19 @@ class Integration(_Stamped):
     @property
     def own_users(self) -> bool:
         return self.user_space != DEFAULT_USER_SPACE
+
+    def secured(self, now: float | None = None) -> bool:
+        """Whether its switch is on at ``now``: set on, or a scheduled switch-on is due."""
+        if self.enabled:
+            return True
+        at = clock.timestamp(self.enforce_at)
+        return at is not None and (clock.now() if now is None else now) >= at
+
+    def scheduled_at(self, now: float | None = None) -> datetime | None:
+        """When a switch-on still to come is scheduled (None: none, or already due)."""
+        if self.enforce_at is None or self.secured(now):
+            return None
+        return self.enforce_at
 
 
 class KeyKind(models.TextChoices):

@@ -38,3 +38,14 @@ def relative(ts: float, now: float) -> str:
     if abs(delta) < 1:
         return "just now"
     return f"in {human_duration(delta)}" if delta > 0 else f"{human_duration(delta)} ago"
+
+
+def countdown(seconds: float) -> str:
+    """'45 s', '2 h 13 min', '3 days 4 h' — the time left, in two units at most."""
+    s = max(int(seconds), 0)
+    days, hours, minutes = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    if days:
+        return f"{days} day{'s' if days > 1 else ''}" + (f" {hours} h" if hours else "")
+    if hours:
+        return f"{hours} h" + (f" {minutes} min" if minutes else "")
+    return f"{minutes} min" if minutes else f"{s} s"

@@ -134,7 +134,8 @@ def not_configured() -> TokenError:
 def token_required(snap: Snapshot, names: Sequence[str], now: float) -> bool:
     """Whether a request or socket without a token is refused where ``names`` serve.
 
-    True when the switch of one of them is on (SPEC §5, §13). Raises
+    True when the switch of one of them is on at ``now`` (SPEC §5, §13; a scheduled
+    switch-on counts from its time, §15). Raises
     ``security_not_configured`` when such a one exists and none of those that
     are on has a key that can verify: the one thing to fix, token or not.
     """
@@ -144,21 +145,23 @@ def token_required(snap: Snapshot, names: Sequence[str], now: float) -> bool:
             raise TokenError(
                 "security_not_configured", f"no integration named {names[0][:50]!r} exists"
             )
-        if entry.enabled and not entry.can_verify(now):
-            raise not_configured()
-        return entry.enabled
-    on = [e for n in names if (e := snap.integrations.get(n)) is not None and e.enabled]
+        if entry.on(now):
+            if not entry.can_verify(now):
+                raise not_configured()
+            return True
+        return False
+    on = [e for n in names if (e := snap.integrations.get(n)) is not None and e.on(now)]
     if on and not any(e.can_verify(now) for e in on):
         raise not_configured()
     return bool(on)
 
 
-def letting_in(snap: Snapshot, names: Sequence[str]) -> IntegrationEntry | None:
-    """The integration (switch off) that takes a visitor without a token where ``names``
-    serve: the first of them that is off (None if none is)."""
+def letting_in(snap: Snapshot, names: Sequence[str], now: float) -> IntegrationEntry | None:
+    """The integration (switch off at ``now``) that takes a visitor without a token where
+    ``names`` serve: the first of them that is off (None if none is)."""
     for name in names:
         entry = snap.integrations.get(name)
-        if entry is not None and not entry.enabled:
+        if entry is not None and not entry.on(now):
             return entry
     return None
 

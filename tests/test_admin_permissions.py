@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -96,6 +97,10 @@ class Action:
             Integration.objects.add("old", actor="setup")  # holds no key: removable
         if self.name == "revoke_user_brand":
             Integration.objects.add("brand-b", own_users=True, actor="setup")
+        if self.name in ("schedule_security", "cancel_schedule"):
+            SecurityConfig.set_enabled(False, "setup")  # a switch-on is scheduled while off
+        if self.name == "cancel_schedule":
+            SecurityConfig.schedule_on(datetime(2027, 2, 1, 9, tzinfo=UTC), "setup")
         return {
             "security_off": {"enabled": "off", "confirm": "yes"},
             "security_on": {"enabled": "on"},
@@ -113,6 +118,7 @@ class Action:
             "generate_secret_ios": {"integration": "ios"},
             "revoke_user_ios": {"user_id": "alice", "integration": "ios", "confirm": "yes"},
             "revoke_user_brand": {"user_id": "alice", "integration": "brand-b", "confirm": "yes"},
+            "schedule_security": {"at": "2027-02-01T09:00"},
         }.get(self.name, {})
 
 
@@ -140,6 +146,9 @@ ACTIONS = [
     # Revoke a user in an integration's user space: ios shares default's, brand-b has its own.
     Action("revoke_user_ios", "POST", "user/revoke/"),
     Action("revoke_user_brand", "POST", "user/revoke/"),
+    # Scheduled enforcement (SPEC §15)
+    Action("schedule_security", "POST", "security/schedule/"),
+    Action("cancel_schedule", "POST", "security/cancel/"),
 ]
 #: What a permitted user gets: 302 = done and redirected to the panel (PRG);
 #: 200 = a page (the panel, the one-time secret, the tester's result, a file).
@@ -165,6 +174,8 @@ SUCCESS = {
     "generate_secret_ios": 200,
     "revoke_user_ios": 302,
     "revoke_user_brand": 302,
+    "schedule_security": 302,
+    "cancel_schedule": 302,
 }
 
 

@@ -207,6 +207,7 @@ def test_verify_gives_the_admin_testers_hints(clock, secret):
         "reencrypt",
         "generate-signing-keypair",
         "rotate-signing-key",
+        "rotate-due",
         "integration",
         "integration list",
         "integration add",
@@ -589,8 +590,8 @@ def test_status(clock, secret):
 def test_status_on_a_fresh_install(clock):
     default = {
         "name": "default", "issuer": None, "audience": None, "mode": "on",
-        "paths": ["/chat/api/"], "user_space": "default", "own_users": False, "keys": [],
-        "key_source": None,
+        "paths": ["/chat/api/"], "user_space": "default", "own_users": False,
+        "enforce_at": None, "keys": [], "key_source": None,
     }  # fmt: skip
     assert cli("status").json == {"mode": "on", "keys": [], "integrations": [default]}
 

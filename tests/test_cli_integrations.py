@@ -410,7 +410,7 @@ def test_status_lists_every_integration_with_its_keys(ios, brand_b):
     assert data["keys"] == default["keys"]
     assert {k: v for k, v in ios_entry.items() if k != "keys"} == {
         "name": "ios", "issuer": IOS, "audience": None, "mode": "on", "paths": ["/ios/api/"],
-        "user_space": "default", "own_users": False, "key_source": None,
+        "user_space": "default", "own_users": False, "enforce_at": None, "key_source": None,
     }  # fmt: skip
     assert (brand["name"], brand["mode"], brand["user_space"]) == ("brand-b", "off", "brand-b")
     by_kid = {k["kid"]: k for i in data["integrations"] for k in i["keys"]}

@@ -5,7 +5,8 @@ Its modules: ``panel`` (the panel's plumbing, switches, secrets, revocation of
 keys and the tester), ``keypairs`` (public keys, service and signing key
 pairs), ``key_sources`` (an integration's identity provider: *Take keys from
 an identity provider*, *Refresh now*, *Remove key source*), ``integrations``
-(*Add integration*, *Remove integration*),
+(*Add integration*, *Remove integration*), ``schedule`` (*Turn on at* and
+*Cancel* beside a switch),
 ``revocations`` (*Revoke a user* and the read-only list of revoked users),
 ``data`` (what the panel shows), ``forms`` and ``contacts`` (the contact admin
 with the GDPR deletion). The
@@ -34,6 +35,7 @@ from .key_sources import KeySourcesMixin
 from .keypairs import KeyPairsMixin
 from .panel import can_manage, can_test
 from .revocations import RevokeUserMixin  # also registers the revoked-users list
+from .schedule import ScheduleMixin
 
 # ModelAdmin is generic in django-stubs only (no __class_getitem__ at run time).
 if TYPE_CHECKING:
@@ -45,7 +47,12 @@ else:
 
 @admin.register(SecurityConfig)
 class SecurityConfigAdmin(
-    RevokeUserMixin, KeyPairsMixin, KeySourcesMixin, IntegrationsMixin, _ConfigModelAdmin
+    RevokeUserMixin,
+    KeyPairsMixin,
+    KeySourcesMixin,
+    IntegrationsMixin,
+    ScheduleMixin,
+    _ConfigModelAdmin,
 ):
     """The panel. Admins (manage_keys) see everything; support (test_tokens) the tester."""
 
@@ -72,6 +79,16 @@ class SecurityConfigAdmin(
         return [
             path("", wrap(self.panel_view), name="{}_{}_changelist".format(*info)),
             path("security/", wrap(self.security_view), name="chat_security_security"),
+            path(
+                "security/schedule/",
+                wrap(self.schedule_security_view),
+                name="chat_security_schedule_security",
+            ),
+            path(
+                "security/cancel/",
+                wrap(self.cancel_schedule_view),
+                name="chat_security_cancel_schedule",
+            ),
             path(
                 "secret/generate/",
                 wrap(self.generate_secret_view),

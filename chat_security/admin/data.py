@@ -13,7 +13,7 @@ from django.db.models import Max, Sum
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
-from .. import clock, views
+from .. import clock, hygiene, views
 from .. import usage as usage_counters
 from ..conf import app_settings
 from ..exceptions import ERROR_CODES
@@ -28,7 +28,7 @@ from ..models import (
     RevokedUser,
     TrafficStat,
 )
-from ..timefmt import relative, utc
+from ..timefmt import countdown, relative, utc
 from .forms import default_grace_hours
 
 RECENT_AUDIT = 10
@@ -75,6 +75,23 @@ def _newest_active(keys: list[Key], now: float) -> dict[str, float]:
             created = key.created_at.timestamp()
             newest[key.kind] = max(newest.get(key.kind, created), created)
     return newest
+
+
+def rotation_notices(keys: list[Key], now: float, integration: str) -> list[dict[str, Any]]:
+    """Key hygiene (SPEC §15): the integration's active keys older than
+    ROTATION_REMINDER_DAYS, from the keys the panel has already read (no query)."""
+    return [
+        {
+            "kid": due.kid,
+            "kind": due.kind,
+            "name": due.name,
+            "age_days": due.age_days,
+            "limit_days": due.limit_days,
+            "command": due.command,
+            "anchor": anchor(integration, ANCHORS[due.kind]),
+        }
+        for due in hygiene.due_keys(keys, now, integration)
+    ]
 
 
 def _report_interval() -> str:
@@ -218,6 +235,18 @@ def _switch_changes(rows: list[Integration]) -> dict[str, AuditEntry]:
     return found
 
 
+def _scheduled(row: Integration, now: float) -> dict[str, str] | None:
+    """A scheduled switch-on still to come (SPEC §15): when, and how long until then."""
+    at = row.scheduled_at(now)
+    if at is None:
+        return None
+    return {
+        "at": utc(at.timestamp()),
+        "iso": at.astimezone(UTC).isoformat(),
+        "countdown": countdown(at.timestamp() - now),
+    }
+
+
 def _rules(row: Integration) -> dict[str, Any]:
     """What the engine checks for it: ``default``'s issuer, audience and paths are settings."""
     if row.name == DEFAULT_INTEGRATION:
@@ -278,7 +307,8 @@ def integration_data(
         "created": utc(row.created_at.timestamp()) if row.created_at else "",
         "created_by": row.created_by,
         "security": {
-            "enabled": row.enabled,
+            "enabled": row.secured(now),
+            "scheduled": _scheduled(row, now),
             "changed_at": utc(switched.at.timestamp()) if switched else "",
             "changed_by": switched.actor if switched else "",
         },
@@ -287,6 +317,7 @@ def integration_data(
         "service_keys": rows[KeyKind.SERVICE_KEY],
         "signing_keys": signing,
         "key_source": source,
+        "rotation_due": rotation_notices(keys, now, name),
         "has_active_secret": KeyKind.SECRET in newest,
         "has_active_service_key": KeyKind.SERVICE_KEY in newest,
         "has_active_signing_key": KeyKind.SIGNING_KEY in newest,

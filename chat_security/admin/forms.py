@@ -7,10 +7,12 @@ store's manager methods (the same ones the CLI calls), which own every rule.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
 from django.core.validators import RegexValidator
+from django.utils import timezone
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
@@ -89,6 +91,24 @@ class SecuritySwitchForm(forms.Form):
         choices=[("on", _("On")), ("off", _("Off"))], coerce=lambda v: v == "on"
     )
     confirm = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+
+class ScheduleSecurityForm(forms.Form):
+    """**Turn on at**: schedule the switch to turn on (SPEC §15). The time is UTC."""
+
+    at = forms.DateTimeField(
+        label=_("Turn on at (UTC)"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text=_("A time in UTC; every worker requires tokens from then on."),
+    )
+
+    def clean_at(self) -> datetime:
+        # Django read it in the current time zone; the form says UTC, so it is UTC.
+        value: datetime = self.cleaned_data["at"]
+        if timezone.is_aware(value):
+            value = timezone.make_naive(value)
+        return value.replace(tzinfo=UTC)
 
 
 class RotateSecretForm(forms.Form):

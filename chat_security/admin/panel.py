@@ -48,6 +48,7 @@ from .forms import (
     RevokeUserForm,
     RotateSecretForm,
     RotateSigningKeyForm,
+    ScheduleSecurityForm,
     SecuritySwitchForm,
     ServiceKeyForm,
     SigningKeyForm,
@@ -65,6 +66,7 @@ TEST_PERMISSION = "chat_security.test_tokens"
 #: Forms of an integration's part: the class, and the stem of its HTML ids.
 INTEGRATION_FORMS: dict[str, tuple[type[Any], str]] = {
     "switch_form": (SecuritySwitchForm, "switch_"),
+    "schedule_form": (ScheduleSecurityForm, "schedule_"),
     "rotate_form": (RotateSecretForm, ""),
     "public_key_form": (PublicKeyForm, ""),
     "key_source_form": (KeySourceForm, "source_"),

@@ -153,9 +153,10 @@ class Connection:
         # Read before verifying: if the engine then uses a newer one, the watcher
         # merely checks this socket once more.
         snapshot = self._checking = keyring.get_snapshot()
+        now = clock.now()
         try:
             # SPEC §5: security_not_configured is the one thing to fix, token or not
-            required = tokens.token_required(snapshot, self.integrations, clock.now())
+            required = tokens.token_required(snapshot, self.integrations, now)
         except TokenError as exc:
             usage.count_request(exc.code)
             raise
@@ -164,7 +165,7 @@ class Connection:
                 return None
             usage.count_request("unsigned")
             return ChatIdentity.anonymous_visitor(
-                anonymous_id(self.scope), tokens.letting_in(snapshot, self.integrations)
+                anonymous_id(self.scope), tokens.letting_in(snapshot, self.integrations, now)
             )
         session = existing_session(self.scope.get("session"))
         bound = bound_subjects(session) or {}

@@ -12,17 +12,18 @@ import json
 import sys
 from argparse import ArgumentParser
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from chat_security import checks, diagnosis, identity, keys, tokens, usage
+from chat_security import checks, diagnosis, hygiene, identity, keys, tokens, usage
 from chat_security.conf import MAX_GRACE_HOURS, app_settings
 from chat_security.exceptions import ChatSecurityError, TokenError
 from chat_security.integrations import DEFAULT_INTEGRATION
-from chat_security.models import Integration, Key, KeySource, RevokedUser, SecurityConfig
+from chat_security.models import Integration, Key, KeyKind, KeySource, RevokedUser, SecurityConfig
 from chat_security.remote import sources
 
 ACTOR = "cli"
@@ -105,11 +106,28 @@ def _describe(integration: Integration) -> dict[str, Any]:
         "name": integration.name,
         "issuer": _configured(issuer),
         "audience": _configured(audience),
-        "mode": "on" if integration.enabled else "off",
+        "mode": "on" if integration.secured() else "off",
         "paths": list(paths),
         "user_space": integration.user_space,
         "own_users": integration.own_users,
     }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def _moment(value: str) -> datetime:
+    """``--at``: an ISO 8601 time with an offset (or Z); a naive one is refused."""
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(
+            f"--at {value[:40]!r} is not an ISO 8601 time (e.g. 2026-12-08T09:00:00+00:00)"
+        ) from None
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise _fail(f"--at {value[:40]!r} has no time zone: add an offset such as +00:00, or Z")
+    return at
 
 
 def _key_status(key: Key) -> dict[str, object]:
@@ -228,8 +246,24 @@ class Command(BaseCommand):
         p.add_argument("--sub", required=True, help="User id (the sub claim).")
         p.add_argument("--claims", default=None, help="Extra claims as a JSON object.")
         p.add_argument("--ttl", type=int, default=None, help="Lifetime in seconds (default 3600).")
-        p = add("security", help="Turn the integration's 'Secure your web chat' on or off.")
-        p.add_argument("mode", choices=["on", "off"], help="on: tokens required; off: optional.")
+        p = add(
+            "security",
+            help="Turn the integration's 'Secure your web chat' on or off, or schedule it "
+            "to turn on (on --at TIME; cancel).",
+        )
+        p.add_argument(
+            "mode",
+            choices=["on", "off", "cancel"],
+            help="on: tokens required; off: optional (and any schedule cancelled); cancel: "
+            "cancel a scheduled switch-on.",
+        )
+        p.add_argument(
+            "--at",
+            default=None,
+            metavar="TIME",
+            help="With on: turn on at this ISO 8601 time with an offset or Z "
+            "(2026-12-08T09:00:00+00:00), not now.",
+        )
         add("generate-secret", help="Create the first signing secret and print it once.")
         p = add(
             "rotate-secret", help="Replace the active secret; the old one keeps a grace period."
@@ -279,6 +313,15 @@ class Command(BaseCommand):
         )
         self._grace(p)
         self._alg(p, None)
+        self._rotate_due(
+            add(
+                "rotate-due",
+                help="Rotate every active key older than ROTATION_REMINDER_DAYS, for cron: "
+                "site signing key pairs; secrets and service key pairs only when asked. "
+                "Exit 0 when nothing is due.",
+                integration=False,
+            )
+        )
         p = add("revoke", help="Stop accepting a key now (any integration's).", integration=False)
         p.identifier_only = True
         p.add_argument("kid", help="The key's kid (see status).")
@@ -400,6 +443,34 @@ class Command(BaseCommand):
             help="Hours the previous key stays accepted (default GRACE_PERIOD; 0 = retire now).",
         )
 
+    @classmethod
+    def _rotate_due(cls, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--integration",
+            default=None,
+            metavar="NAME",
+            help="Rotate this integration's due keys only (default: every integration's).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="List what would rotate; change nothing.",
+        )
+        parser.add_argument(
+            "--include-secrets",
+            action="store_true",
+            help="Rotate due signing secrets too, printing each new secret once: the backend "
+            "that signs tokens must get it before the grace period ends. Never send this "
+            "output to a log.",
+        )
+        parser.add_argument(
+            "--include-service-keys",
+            action="store_true",
+            help="Rotate due service key pairs too (websites holding a copy of the public "
+            "key must get the new one before the grace period ends).",
+        )
+        cls._grace(parser)
+
     @staticmethod
     def _alg(parser: ArgumentParser, default: str | None) -> None:
         keep = "" if default else " (default: the staged key's, else the active key's, else RS256)"
@@ -503,10 +574,20 @@ class Command(BaseCommand):
         self.stdout.write(token)
 
     def do_security(self, options: dict[str, Any]) -> None:
-        name = options["integration"]
-        SecurityConfig.set_enabled(options["mode"] == "on", ACTOR, integration=name)
-        enabled = Integration.objects.named(name).enabled
-        self.emit({"mode": "on" if enabled else "off"})
+        name, mode, at = options["integration"], options["mode"], options["at"]
+        if at is not None and mode != "on":
+            raise _fail(f"--at goes with 'security on', not 'security {mode}'")
+        if at is not None:
+            SecurityConfig.schedule_on(_moment(at), ACTOR, integration=name)
+        elif mode == "cancel":
+            SecurityConfig.cancel_schedule(ACTOR, integration=name)
+        else:
+            SecurityConfig.set_enabled(mode == "on", ACTOR, integration=name)
+        integration = Integration.objects.named(name)
+        done: dict[str, Any] = {"mode": "on" if integration.secured() else "off"}
+        if at is not None or mode == "cancel":  # on/off print what they always printed
+            done["enforce_at"] = _iso(integration.scheduled_at())
+        self.emit(done)
 
     def do_generate_secret(self, options: dict[str, Any]) -> None:
         key, secret = Key.objects.generate_secret(ACTOR, integration=options["integration"])
@@ -585,6 +666,25 @@ class Command(BaseCommand):
         )
         self._emit_signing_key(key)
 
+    def do_rotate_due(self, options: dict[str, Any]) -> None:
+        kinds = list(hygiene.ROTATED_BY_DEFAULT)
+        if options["include_secrets"]:
+            kinds.append(KeyKind.SECRET)
+        if options["include_service_keys"]:
+            kinds.append(KeyKind.SERVICE_KEY)
+        result = hygiene.rotate_due(
+            integration=options["integration"],
+            kinds=kinds,
+            grace=self._grace_seconds(options),
+            dry_run=options["dry_run"],
+            actor=ACTOR,
+        )
+        self.emit(result)
+        if result["rotated"] and not options["dry_run"]:
+            self._warn_without_encryption_keys()
+        if result["failed"]:
+            raise SystemExit(1)
+
     def _emit_signing_key(self, key: Key) -> None:
         self.emit(
             {
@@ -633,6 +733,7 @@ class Command(BaseCommand):
             integrations.append(
                 {
                     **described,
+                    "enforce_at": _iso(i.scheduled_at()),
                     "keys": listed,
                     "key_source": source.as_status() if source is not None else None,
                 }
