@@ -776,13 +776,6 @@ def store_changed_here() -> None:
     propagation.announce()
 
 
-def check_now() -> Snapshot:
-    """:func:`get_snapshot`, asking the store for changes now, whatever the interval."""
-    with _State.lock:
-        _State.checked_at = -math.inf
-    return get_snapshot()
-
-
 def invalidate(**_kwargs: Any) -> None:
     """This process forgets its snapshot now and again when the change commits.
 

@@ -377,7 +377,7 @@ def _fetched_keys(
     remote = integration.remote
     assert remote is not None
     if remote.stale(now):
-        snap = sources.revive(snap, integration.name, now)
+        snap = sources.fetch_now(snap, integration.name, now)
         integration = snap.integrations.get(integration.name, integration)
         remote = integration.remote
         if remote is None or remote.stale(now):
@@ -387,7 +387,7 @@ def _fetched_keys(
     own = snap.by_kid.get(kid)
     if own is not None and own.integration == integration.name:
         return snap, integration  # a pasted key of the same integration
-    snap = sources.refetch_for_kid(snap, integration.name, kid, now)
+    snap = sources.fetch_now(snap, integration.name, now)
     return snap, snap.integrations.get(integration.name, integration)
 
 

@@ -133,7 +133,7 @@ def test_http_requires_a_token_from_the_time_on_with_nothing_written(secret, tok
     assert Client().get(WHOAMI, headers=bearer(token)).status_code == 200
     assert chat_security.security_enabled() is True
     assert version() == written  # nothing was written at the time
-    snap = keyring.check_now()  # the rebuild the time asked for: on, no schedule left
+    snap = keyring.reread()  # as rebuilt at the time: on, no schedule left
     assert snap.enabled is True and snap.integrations["default"].enforce_at is None
     assert error_of(Client().get(WHOAMI)) == "missing_token"
     assert version() == written

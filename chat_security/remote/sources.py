@@ -7,8 +7,8 @@ the set from the key snapshot (``keyring``) and comes here only when a fetch
 may be due:
 
 * :func:`refresh_due` — the set's refresh time (``JWKS_REFRESH_SECONDS``) passed;
-* :func:`refetch_for_kid` — a token names a kid the set does not hold
-  (at most once per ``JWKS_COOLDOWN_SECONDS``).
+* :func:`fetch_now` — a token names a kid the set does not hold, or the set is
+  stale (at most once per ``JWKS_COOLDOWN_SECONDS``).
 
 Who fetches is decided by one conditional UPDATE of ``attempted_at`` (the
 lease, :func:`_claim`): of all the processes that find a fetch due, the one
@@ -373,9 +373,9 @@ def _refuse_in_event_loop() -> None:
 
 
 class _Local:
-    """This process's memory of when it may next claim a source for an unknown kid."""
+    """This process's memory of when it may next claim a source outside its schedule."""
 
-    next_kid_claim: dict[int, float] = {}
+    next_claim: dict[int, float] = {}
 
 
 def refresh_due(snap: keyring.Snapshot, now: float) -> keyring.Snapshot:
@@ -406,63 +406,37 @@ def refresh_due(snap: keyring.Snapshot, now: float) -> keyring.Snapshot:
     )
     if changed:
         keyring.store_changed_here()
-        return keyring.get_snapshot()
-    return keyring.reread() if fetched else snap  # the same keys, fresh again
+    return keyring.reread() if fetched else snap  # new keys, or the same ones fresh again
 
 
-def revive(snap: keyring.Snapshot, name: str, now: float) -> keyring.Snapshot:
-    """Integration ``name``'s set is stale here: fetch it if the cooldown allows, else
-    read the store again (another process may have fetched it); at most once per
-    cooldown in this process. The snapshot to judge the token with comes back."""
+def fetch_now(snap: keyring.Snapshot, name: str, now: float) -> keyring.Snapshot:
+    """Integration ``name``'s set cannot judge a token: it names a kid the set does not
+    hold, or the set is stale. Fetch it if the cooldown allows, else read the store
+    again (another process may have fetched it within the cooldown); at most once per
+    cooldown in this process, and no query in between. The snapshot to judge with
+    comes back. Raises KeyStoreUnavailable when the database cannot be reached: the
+    token is not known to be refused (503)."""
     remote = snap.integrations[name].remote
-    key = -remote.source_id if remote is not None else 0  # its own entry beside the kid claims
-    if remote is None or now < _Local.next_kid_claim.get(key, 0.0):
+    if remote is None or now < _Local.next_claim.get(remote.source_id, 0.0):
         return snap
     _refuse_in_event_loop()
     try:
         claimed = _claim(remote.source_id, clock.now_dt(), scheduled=False)
-        _Local.next_kid_claim[key] = now + app_settings.JWKS_COOLDOWN_SECONDS
-        if not claimed:
-            return keyring.reread()
-        outcome = _fetch_and_store(remote.source_id)
-    except DjangoDBError as exc:  # stale, and nothing could be checked: 503
-        raise KeyStoreUnavailable("the chat key store cannot be read") from exc
-    remote.error = outcome.error
-    if outcome.changed:
-        keyring.store_changed_here()
-    return keyring.reread() if outcome.ok else snap
-
-
-def refetch_for_kid(snap: keyring.Snapshot, name: str, kid: str, now: float) -> keyring.Snapshot:
-    """Fetch integration ``name``'s set for a token naming ``kid`` if the cooldown allows.
-
-    Returns the snapshot to look the kid up in again: a new one when this
-    process fetched a changed set, or when another process's fetch moved the
-    store's version; else ``snap``. Costs no query while this process knows the
-    cooldown runs.
-    """
-    remote = snap.integrations[name].remote
-    if remote is None or now < _Local.next_kid_claim.get(remote.source_id, 0.0):
-        return snap
-    _refuse_in_event_loop()
-    cooldown = app_settings.JWKS_COOLDOWN_SECONDS
-    try:
-        claimed = _claim(remote.source_id, clock.now_dt(), scheduled=False)
-        _Local.next_kid_claim[remote.source_id] = now + cooldown
-        if claimed:
-            if _fetch_and_store(remote.source_id).changed:
-                keyring.store_changed_here()
-                return keyring.get_snapshot()
-            return snap
+        _Local.next_claim[remote.source_id] = now + app_settings.JWKS_COOLDOWN_SECONDS
+        outcome = _fetch_and_store(remote.source_id) if claimed else None
     except DjangoDBError as exc:
-        # The kid may be one another process has fetched: not known to be unknown (503).
         raise KeyStoreUnavailable("the chat key store cannot be read") from exc
-    # Another process fetched within the cooldown: its set may already be stored.
-    return keyring.check_now()
+    if outcome is not None:
+        remote.error = outcome.error
+        if outcome.changed:
+            keyring.store_changed_here()
+        if not outcome.ok:
+            return snap
+    return keyring.reread()
 
 
 def reset() -> None:
-    _Local.next_kid_claim = {}
+    _Local.next_claim = {}
 
 
 register_cache(reset)
