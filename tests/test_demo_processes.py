@@ -136,8 +136,9 @@ def test_a_login_ended_in_another_process_cuts_the_agent_before_the_next_message
         for name, ws in agents.items():
             frames, code = frames_until_closed(ws)
             assert code == 4403, (name, frames)
-            assert [f["type"] for f in frames] == ["error"], (name, frames)  # never the message
-            assert frames[0]["error"] == "staff_only"
+            # Never the message. The error frame may be missing: daphne's early abort
+            # (tests/test_faults.py ``one_of``) can lose it and keep the close code.
+            assert [f.get("error") for f in frames] in ([], ["staff_only"]), (name, frames)
 
 
 def test_a_login_ended_in_another_process_closes_an_idle_agent_socket(tmp_path):
@@ -150,7 +151,8 @@ def test_a_login_ended_in_another_process_closes_an_idle_agent_socket(tmp_path):
         end_logins_elsewhere(env, sessions)
         for name, ws in agents.items():
             frames, code = frames_until_closed(ws)
-            assert (code, frames) == (4403, [frames[0]]) and frames[0]["error"] == "staff_only"
+            assert code == 4403, (name, frames)  # the frame may be lost, as above
+            assert [f.get("error") for f in frames] in ([], ["staff_only"]), (name, frames)
         taken = time.monotonic() - started  # includes the other process's own start-up
         with pytest.raises(TimeoutError):
             kept.recv(timeout=1)  # still staff: still open, nothing said

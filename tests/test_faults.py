@@ -436,10 +436,12 @@ def test_demo_database_outage_closes_sockets_4503_never_1011(tmp_path):
             visitor.send(json.dumps({"type": "message", "text": "anyone there?"}))
             for ws in (visitor, agent):  # the message refused; the idle agent's re-check
                 frames, code = frames_until_closed(ws)
-                assert code == 4503 and frames[-1]["error"] == "unavailable", frames
+                assert code == 4503, frames  # the error frame may be lost (``one_of``)
+                assert not frames or frames[-1].get("error") == "unavailable", frames
             with agent_socket(port, session_key) as late:  # opened during the outage
                 frames, code = frames_until_closed(late)
-                assert (code, [f["error"] for f in frames]) == (4503, ["unavailable"])
+                assert code == 4503, frames
+                assert [f.get("error") for f in frames] in ([], ["unavailable"]), frames
 
         deadline = time.monotonic() + 10
         while True:  # back: the same server takes agents again
