@@ -90,6 +90,20 @@ EXTRAS: list[tuple[str, Any]] = [
 ]
 
 
+def temporary_site(prefix: str) -> str:
+    """Before ``django.setup()``: the request settings on an SQLite file in a temporary
+    folder (removed at exit); returns the folder."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["CHAT_BENCH_DB"] = os.path.join(folder, "bench.sqlite3")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.request_settings"
+    return folder
+
+
 def machine_line() -> str:
     """CPU model, cores, versions and load average: what to quote beside the figures."""
     cpu = "?"

@@ -1,6 +1,7 @@
 """What chat_security's HTTP middleware adds to a whole Django request, in process.
 
     .venv/bin/python benchmarks/bench_request.py [--n 60] [--rounds 120] [--n-rsa-fresh 20]
+        [--metrics]
 
 Calls ``django.core.handlers.wsgi.WSGIHandler`` directly (no server, no
 socket) with hand-made WSGI environs. Baseline: Django's seven ``startproject``
@@ -25,31 +26,31 @@ round slower, so many short rounds and their fastest one measure the code
 rather than the neighbours. It also prints the median of the per-round ratios
 and their range. Fresh tokens are never reused across rounds. It also counts
 database queries on warm verified requests. The default run takes about a
-minute on a 2-core machine.
+minute on a 2-core machine. ``--metrics`` runs the candidate with
+``CHAT_SECURITY["METRICS"]`` on (each counted request also counts into
+prometheus_client; needs the ``metrics`` extra).
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
 import gc
 import io
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-_TMP = tempfile.mkdtemp(prefix="bench-request-")
-atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
-os.environ["CHAT_BENCH_DB"] = os.path.join(_TMP, "bench.sqlite3")
-os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.request_settings"
+from benchmarks.bench_common import temporary_site  # noqa: E402
+
+_TMP = temporary_site("bench-request-")
+if "--metrics" in sys.argv:  # read by request_settings, so before django.setup()
+    os.environ["CHAT_BENCH_METRICS"] = "1"
 
 import django  # noqa: E402
 
@@ -209,9 +210,15 @@ def main() -> None:
         default=20,
         help="requests per round for the fresh RS256 cases (each needs its own RSA signature)",
     )
+    parser.add_argument(
+        "--metrics", action="store_true", help="Prometheus metrics on (CHAT_SECURITY METRICS)"
+    )
     args = parser.parse_args()
     n, rounds, n_rsa = max(1, args.n), max(1, args.rounds), max(1, min(args.n, args.n_rsa_fresh))
     print(machine_line())
+    from chat_security import metrics  # imports prometheus_client only when on
+
+    print(f"Prometheus metrics: {'on' if metrics.enabled() else 'off'}")
 
     call_command("migrate", verbosity=0, interactive=False)
     secret, public, private = make_keys()

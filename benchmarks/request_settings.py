@@ -39,4 +39,6 @@ CHAT_SECURITY = {
     "ENCRYPTION_KEYS": ["benchmark-encryption-key-0123456789-abcdefghijkl"],
     "PROTECTED_PATHS": ["/chat/api/"],
     "CLAIMS_BUILDER": "benchmarks.request_urls.bench_claims",
+    # bench_request.py --metrics: Prometheus metrics on (prometheus_client's registry)
+    "METRICS": os.environ.get("CHAT_BENCH_METRICS") == "1",
 }

@@ -14,3 +14,6 @@ class ChatSecurityConfig(AppConfig):
         from .log import install
 
         install()  # keeps tokens and private data out of the package's log records
+        from .metrics import apply_setting
+
+        apply_setting()  # imports prometheus_client only when METRICS is on

@@ -6,6 +6,7 @@ Ids are never reused; docs/checks.md lists them all.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 import re
 from collections.abc import Callable
@@ -20,7 +21,9 @@ from .conf import (
     DEFAULTS,
     DURATIONS,
     JS_IDENTIFIER,
+    MAX_FAILURE_SAMPLES,
     MAX_REMINDER_DAYS,
+    MAX_RETENTION_DAYS,
     app_settings,
     seconds,
     valid_reminder_days,
@@ -82,6 +85,8 @@ def _setting_errors(raw: Callable[[str], Any]) -> list[Error]:
         *_limit_errors(raw),
         *_jwks_errors(raw),
         *_rotation_reminder_errors(raw("ROTATION_REMINDER_DAYS")),
+        *_observability_errors(raw),
+        *_metrics_errors(raw("METRICS")),
     ]
 
 
@@ -199,6 +204,47 @@ def _rotation_reminder_errors(days: Any) -> list[Error]:
         "or None to turn the reminder off.",
         f"The default is {DEFAULTS['ROTATION_REMINDER_DAYS']}.",
     )
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _observability_errors(raw: Callable[[str], Any]) -> list[Error]:
+    """E026, E027: how many refusals the panel keeps, how long traffic rows stay."""
+    return [
+        *_unless(
+            _whole(raw("FAILURE_SAMPLES"), 0, MAX_FAILURE_SAMPLES),
+            26,
+            f"FAILURE_SAMPLES must be a whole number from 0 to {MAX_FAILURE_SAMPLES}.",
+            f"The refusals kept per integration; 0 keeps none. "
+            f"The default is {DEFAULTS['FAILURE_SAMPLES']}.",
+        ),
+        *_unless(
+            _whole(raw("TRAFFIC_RETENTION_DAYS"), 1, MAX_RETENTION_DAYS),
+            27,
+            f"TRAFFIC_RETENTION_DAYS must be a whole number of days from 1 to "
+            f"{MAX_RETENTION_DAYS}.",
+            f"The 30-day charts need 31; the default is {DEFAULTS['TRAFFIC_RETENTION_DAYS']}.",
+        ),
+    ]
+
+
+def _metrics_errors(on: Any) -> list[Error]:
+    """E028: Prometheus metrics switched on in a way that cannot work."""
+    if not isinstance(on, bool):
+        return [_error(28, "METRICS must be True or False.", "The default is False.")]
+    if on and importlib.util.find_spec("prometheus_client") is None:  # found, not imported
+        return [
+            _error(
+                28,
+                "METRICS is True but prometheus_client is not installed.",
+                "Install the metrics extra (chat-security[metrics]): pip install "
+                '"/path/to/chat_security[metrics]", or pip install prometheus_client; '
+                "or set METRICS to False.",
+            )
+        ]
+    return []
 
 
 def _js_variable_errors(name: Any) -> list[Error]:
@@ -504,7 +550,7 @@ def check_deploy_key_store(
 
     try:
         default = Integration.objects.filter(name=DEFAULT_INTEGRATION)
-        config = default.values_list("enabled", flat=True).first()
+        config = default.first()
         usable = [
             k for kind in (KeyKind.SECRET, KeyKind.PUBLIC_KEY) for k in Key.objects.usable(kind)
         ]
@@ -517,12 +563,15 @@ def check_deploy_key_store(
             )
         ]
     messages = []
-    if config is False:
+    if config is not None and not config.secured():  # a schedule that is due is on
+        enforce_at = config.scheduled_at()
         messages.append(
             _deploy_warning(
                 3,
-                "Web chat security is off: chat requests without a token are accepted.",
-                "Turn it on: 'manage.py chat_security security on' or the admin panel.",
+                "Web chat security is off: chat requests without a token are accepted"
+                + (f" until {enforce_at:%Y-%m-%d %H:%M} UTC (scheduled)." if enforce_at else "."),
+                "Turn it on: 'manage.py chat_security security on' or the admin panel"
+                + (", or let the schedule do it." if enforce_at else "."),
             )
         )
     if not usable:

@@ -80,6 +80,14 @@ DEFAULTS: dict[str, Any] = {
     # While fetches fail, the last good set serves this long, seconds; then the
     # integration answers 503 unavailable.
     "JWKS_MAX_STALE": 24 * 3600,
+    # Observability (SPEC §15). Refused requests kept per integration for the panel's
+    # "Recent failures" (0: keep none).
+    "FAILURE_SAMPLES": 50,
+    # Hourly traffic rows (the panel's charts) older than this many days are deleted.
+    "TRAFFIC_RETENTION_DAYS": 35,
+    # Prometheus metrics (SPEC §15; the extra chat-security[metrics]): True counts into
+    # prometheus_client's registry for chat_security.metrics.metrics_view to serve.
+    "METRICS": False,
     # Caps for identity data kept on the contact record.
     "USER_DATA_MAX_BYTES": 4096,
     "AGENT_DATA_MAX_ITEMS": 50,
@@ -91,6 +99,11 @@ JS_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 MAX_GRACE_HOURS = 24 * 365
 #: The largest ROTATION_REMINDER_DAYS (E025): 100 years.
 MAX_REMINDER_DAYS = 36500
+
+
+#: The most FAILURE_SAMPLES (E026) and TRAFFIC_RETENTION_DAYS (E027) accept.
+MAX_FAILURE_SAMPLES = 1000
+MAX_RETENTION_DAYS = 3660
 
 
 def valid_reminder_days(value: Any) -> bool:

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 
-from . import clock, keyring, tokens, usage
+from . import clock, keyring, refusals, tokens, usage
 from .conf import app_settings, register_cache
 from .exceptions import KeySetStale, KeyStoreUnavailable, KeyUnreadable, TokenError
 from .identity_types import ChatIdentity
@@ -110,6 +110,27 @@ def _snapshot_for_routing() -> keyring.Snapshot | None:
         return keyring.get_snapshot()
     except KeyStoreUnavailable:
         return None
+
+
+def refused(
+    request: HttpRequest, code: str, names: Sequence[str], snapshot: keyring.Snapshot | None
+) -> None:
+    """Count the refusal and keep its sample for the panel (SPEC §15)."""
+    snapshot = snapshot or keyring.last_snapshot()
+    try:
+        token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+    except TokenError:
+        token = None  # a malformed header: no kid or iss to show
+    refusals.record(
+        code,
+        token=token,
+        names=names,
+        integrations=snapshot.integrations if snapshot is not None else None,
+        channel="http",
+        path=request.path_info,
+        user_agent=request.META.get("HTTP_USER_AGENT"),
+        client=request.META.get("REMOTE_ADDR"),
+    )
 
 
 # -- the Authorization header -------------------------------------------------------
@@ -309,7 +330,7 @@ class ChatSecurityMiddleware:
             logger.error("chat request refused: a database query on the event loop")
             return unavailable()
         except TokenError as exc:
-            usage.count_request(exc.code)
+            refused(request, exc.code, names, snapshot)
             logger.debug("chat request refused: %s", exc.code)
             return rejection(exc)
         except KeyUnreadable as exc:
@@ -325,7 +346,7 @@ class ChatSecurityMiddleware:
             return unavailable()
         request.chat_identity = identity  # type: ignore[attr-defined]  # this app's attribute
         if identity.anonymous:
-            usage.count_request("unsigned")
+            usage.count_request("unsigned", integration=identity.integration)
         return None
 
     def identify(
@@ -357,5 +378,5 @@ class ChatSecurityMiddleware:
         bind_subject(session, result.user_id, result.user_space)
         # The key's use counted with it (a fetched key's uses are not counted: no row).
         counted = result.kid if result.key_kind != KeyKind.REMOTE_KEY else None
-        usage.count_request("signed", counted, now)
+        usage.count_request("signed", counted, now, result.integration)
         return ChatIdentity.verified(result)

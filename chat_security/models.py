@@ -846,19 +846,54 @@ class AnonymousLink(_Stamped):
 
 
 class TrafficStat(models.Model):
-    """Chat requests per hour and outcome: signed, unsigned, or a rejection code."""
+    """Chat requests per hour, integration and outcome: signed, unsigned, or a rejection
+    code. Signed requests are also split by the stored key that verified them (``kid``;
+    empty for every other row). Written by the usage flush, pruned after
+    ``TRAFFIC_RETENTION_DAYS`` (SPEC §15)."""
 
     hour = models.DateTimeField()
+    integration = models.CharField(max_length=50, default="default")
     outcome = models.CharField(max_length=40)
+    kid = models.CharField(max_length=255, blank=True, default="")
     count = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["hour", "outcome"], name="chat_security_traffic_hour")
+            models.UniqueConstraint(
+                fields=["hour", "integration", "outcome", "kid"],
+                name="chat_security_traffic_bucket",
+            )
         ]
+        indexes = [models.Index(fields=["integration", "hour"], name="chat_security_traffic_at")]
 
     def __str__(self) -> str:
-        return f"{self.hour:%Y-%m-%d %H}:00 {self.outcome} {self.count}"
+        kid = f" {self.kid}" if self.kid else ""
+        return f"{self.hour:%Y-%m-%d %H}:00 {self.integration} {self.outcome}{kid} {self.count}"
+
+
+class FailureSample(models.Model):
+    """One refused chat request, for "why does verification fail for this customer"
+    (SPEC §15). The newest ``FAILURE_SAMPLES`` are kept per integration. Never token
+    material: the ``kid`` and ``iss`` a token named (shortened), the user-agent family
+    and the client's network (/24 or /48), not its address."""
+
+    integration = models.CharField(max_length=50)
+    at = models.DateTimeField()
+    code = models.CharField(max_length=40)
+    kid = models.CharField(max_length=64, blank=True)
+    iss = models.CharField(max_length=100, blank=True)
+    channel = models.CharField(max_length=10)  # "http" or "websocket"
+    path = models.CharField(max_length=200, blank=True)
+    user_agent = models.CharField(max_length=40, blank=True)
+    network = models.CharField(max_length=50, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["integration", "-at"], name="chat_security_failure_at")]
+        verbose_name = _("recent failure")
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.integration} {self.code}"
 
 
 class KeySource(_Stamped):

@@ -24,7 +24,10 @@ import atexit
 import math
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from django.db import Error as DjangoDBError  # DatabaseError and InterfaceError alike
 from django.db import transaction
@@ -33,28 +36,55 @@ from django.db.models.functions import Coalesce, Greatest
 
 from . import clock
 from .conf import app_settings
+from .integrations import DEFAULT_INTEGRATION
 from .log import get_logger
-from .models import Key, TrafficStat
+from .models import FailureSample, Key, TrafficStat
 
 logger = get_logger("chat_security.usage")
+
+#: A traffic bucket: (hour since the epoch, integration, outcome, kid or "").
+Bucket = tuple[int, str, str, str]
+
+
+class Failure(NamedTuple):
+    """A refused request as the panel shows it (SPEC §15): never token material."""
+
+    at: float
+    integration: str
+    code: str
+    kid: str
+    iss: str
+    channel: str
+    path: str
+    user_agent: str
+    network: str
 
 
 class _Tally:
     """One thread's counters. Only that thread writes ``counts`` and ``last_use``.
 
     ``counts`` maps a kid (str) to its verifications and an ``(hour,
-    outcome)`` pair to protected requests; both only grow. ``written`` is
-    what the last successful flush wrote of them (only flushes replace it).
+    integration, outcome, kid)`` bucket to protected requests; both only grow.
+    ``written`` is what the last successful flush wrote of them (only flushes
+    replace it). ``failures`` holds the latest refusals per integration (at most
+    ``FAILURE_SAMPLES`` each), numbered by ``failure_seq``; ``failures_written``
+    is the number of the last one a flush wrote.
     """
 
-    __slots__ = ("thread", "counts", "last_use", "hour", "written")
+    __slots__ = (
+        "thread", "counts", "last_use", "hour", "written", "failures", "failure_seq",
+        "failures_written",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.thread = threading.current_thread()
-        self.counts: dict[str | tuple[int, str], int] = {}
+        self.counts: dict[str | Bucket, int] = {}
         self.last_use: dict[str, float] = {}
         self.hour = -1
-        self.written: dict[str | tuple[int, str], int] = {}
+        self.written: dict[str | Bucket, int] = {}
+        self.failures: dict[str, deque[tuple[int, Failure]]] = {}
+        self.failure_seq = 0
+        self.failures_written = 0
 
     def new_hour(self, hour: int) -> None:
         """Drop the buckets of hours before the last one that were written in full.
@@ -81,6 +111,8 @@ class _State:
     #: (-inf: not computed since the settings changed, so ask flush_due)
     flush_at: float = -math.inf
     flush_deferred: bool = False
+    #: when this process last pruned old traffic rows (-inf: not yet, so the first flush does)
+    pruned_at: float = -math.inf
 
 
 _local = threading.local()
@@ -113,33 +145,77 @@ def record_use(kid: str, now: float | None = None) -> None:
     _record(kid, None, clock.now() if now is None else now)
 
 
-def record_traffic(outcome: str, now: float | None = None) -> None:
+def record_traffic(
+    outcome: str, now: float | None = None, integration: str = DEFAULT_INTEGRATION
+) -> None:
     """Count a protected request by outcome: "signed", "unsigned" or an error code."""
-    _record(None, outcome, clock.now() if now is None else now)
+    _record(None, outcome, clock.now() if now is None else now, integration)
 
 
-def record_signed(kid: str, now: float | None = None) -> None:
+def record_signed(
+    kid: str, now: float | None = None, integration: str = DEFAULT_INTEGRATION
+) -> None:
     """A protected request verified with key ``kid``: its use and its traffic, at once."""
-    _record(kid, "signed", clock.now() if now is None else now)
+    _record(kid, "signed", clock.now() if now is None else now, integration)
 
 
-def count_request(outcome: str, kid: str | None = None, now: float | None = None) -> None:
-    """Count a protected request by ``outcome``; with ``kid``, a "signed" one and that
-    key's use, at ``now``. For the HTTP and WebSocket shells.
+#: Called with each counted request's (outcome, integration) while Prometheus metrics
+#: are on (set by :mod:`chat_security.metrics`, SPEC §15). None while they are off: the
+#: counting path then pays this one global read, and prometheus_client is never imported.
+observe: Callable[[str, str], None] | None = None
+
+
+def count_request(
+    outcome: str,
+    kid: str | None = None,
+    now: float | None = None,
+    integration: str = DEFAULT_INTEGRATION,
+) -> None:
+    """Count a protected request of ``integration`` by ``outcome``; with ``kid``, a
+    "signed" one and that key's use, at ``now``. For the HTTP and WebSocket shells.
 
     The counters are advisory (the admin's readiness figures): this never fails
     the request; a failure is logged at debug level.
     """
     try:
+        if observe is not None:
+            observe(outcome, integration)
         if kid is None:
-            record_traffic(outcome, now)
+            record_traffic(outcome, now, integration)
         else:
-            record_signed(kid, now)
+            record_signed(kid, now, integration)
     except Exception:  # noqa: BLE001
         logger.debug("chat traffic counter not recorded", exc_info=True)
 
 
-def _record(kid: str | None, outcome: str | None, now: float) -> None:
+def record_failure(failure: Failure) -> None:
+    """Keep a refused request for the panel's recent failures (written by the flush).
+
+    Advisory like the counters: never fails the request. Each thread keeps the
+    newest ``FAILURE_SAMPLES`` per integration, so a flood of bad tokens costs a
+    bounded amount of memory and one bounded write per flush.
+    """
+    try:
+        limit = app_settings.FAILURE_SAMPLES
+        if not limit:
+            return
+        tally = _tally()
+        kept = tally.failures.get(failure.integration)
+        if kept is None or kept.maxlen != limit:
+            kept = tally.failures[failure.integration] = deque(kept or (), maxlen=limit)
+        # Appended before its number is published: a flush that reads failure_seq
+        # then finds every sample numbered up to it (else one would be marked
+        # written unseen, and never written).
+        seq = tally.failure_seq + 1
+        kept.append((seq, failure))
+        tally.failure_seq = seq
+    except Exception:  # noqa: BLE001
+        logger.debug("chat failure sample not recorded", exc_info=True)
+
+
+def _record(
+    kid: str | None, outcome: str | None, now: float, integration: str = DEFAULT_INTEGRATION
+) -> None:
     """The counting path: this thread's tally only, no lock, a few dictionary steps."""
     tally = _tally()
     counts = tally.counts
@@ -150,7 +226,7 @@ def _record(kid: str | None, outcome: str | None, now: float) -> None:
         hour = int(now // 3600)
         if hour != tally.hour:
             tally.new_hour(hour)
-        bucket = (hour, outcome)
+        bucket = (hour, integration, outcome, kid or "")
         counts[bucket] = counts.get(bucket, 0) + 1
     if time.monotonic() >= _State.flush_at and flush_due():
         flush_usage()
@@ -170,25 +246,31 @@ def flush_usage() -> bool:
         with _State.lock:
             tallies = list(_State.tallies)
         copies = [(tally, dict(tally.counts), dict(tally.last_use)) for tally in tallies]
+        failures, failures_upto = _new_failures(tallies)
         usage: dict[str, int] = {}
         last_use: dict[str, float] = {}
-        traffic: dict[tuple[int, str], int] = {}
+        traffic: dict[Bucket, int] = {}
         for tally, counts, used in copies:
             written = tally.written
             for key, count in counts.items():
                 grown = count - written.get(key, 0)
                 if not grown:
                     continue
-                if isinstance(key, str):  # a kid; else an (hour, outcome) bucket
+                if isinstance(key, str):  # a kid; else an (hour, integration, outcome, kid)
                     usage[key] = usage.get(key, 0) + grown
                     last_use[key] = max(last_use.get(key, 0.0), used[key])
                 else:
                     traffic[key] = traffic.get(key, 0) + grown
-        if usage or traffic:
+        prune = _prune_due()
+        if usage or traffic or failures or prune:
             try:
                 # durable: Django refuses to nest it inside the caller's transaction.
                 with transaction.atomic(durable=True):
                     _write(usage, last_use, traffic)
+                    _write_failures(failures)
+                    if prune:
+                        _prune(clock.now())
+                        _trim_failures()
             except RuntimeError:
                 _defer_flush()
                 return False
@@ -196,6 +278,10 @@ def flush_usage() -> bool:
                 return False  # counters are advisory; never fail a request for them
         for tally, counts, _used in copies:
             tally.written = counts
+        for tally, upto in failures_upto:
+            tally.failures_written = upto
+        if prune:
+            _State.pruned_at = time.monotonic()
         _forget_finished_threads()
         return True
     finally:
@@ -205,7 +291,81 @@ def flush_usage() -> bool:
 def _forget_finished_threads() -> None:
     """Tallies of threads that ended and whose counts are all written (under ``flushing``)."""
     with _State.lock:
-        _State.tallies = [t for t in _State.tallies if t.thread.is_alive() or t.written != t.counts]
+        _State.tallies = [
+            t
+            for t in _State.tallies
+            if t.thread.is_alive() or t.written != t.counts or t.failures_written < t.failure_seq
+        ]
+
+
+def _new_failures(tallies: list[_Tally]) -> tuple[list[Failure], list[tuple[_Tally, int]]]:
+    """The refusals no flush has written yet, newest ``FAILURE_SAMPLES`` per integration,
+    and how far each tally's numbering goes (recorded once they are written)."""
+    found: dict[str, list[Failure]] = {}
+    upto = []
+    for tally in tallies:
+        seq = tally.failure_seq  # read first: a sample numbered later waits for next time
+        written = tally.failures_written
+        for kept in list(tally.failures.values()):
+            for n, failure in kept.copy():  # a copy: only the owning thread appends
+                if written < n <= seq:
+                    found.setdefault(failure.integration, []).append(failure)
+        upto.append((tally, seq))
+    limit = app_settings.FAILURE_SAMPLES or 0
+    if not limit:  # keep none ([-0:] would be all of them)
+        return [], upto
+    newest = [f for fs in found.values() for f in sorted(fs, key=lambda f: f.at)[-limit:]]
+    return newest, upto
+
+
+def _write_failures(failures: list[Failure]) -> None:
+    """Store refusals and keep only the newest ``FAILURE_SAMPLES`` of each integration."""
+    if not failures:
+        return
+    FailureSample.objects.bulk_create(
+        FailureSample(
+            integration=f.integration, at=datetime.fromtimestamp(f.at, tz=UTC), code=f.code,
+            kid=f.kid, iss=f.iss, channel=f.channel, path=f.path, user_agent=f.user_agent,
+            network=f.network,
+        )
+        for f in failures
+    )  # fmt: skip
+    for integration in {f.integration for f in failures}:
+        _keep_newest(integration, app_settings.FAILURE_SAMPLES)
+
+
+def _keep_newest(integration: str, limit: int) -> None:
+    old = FailureSample.objects.filter(integration=integration).order_by("-at", "-id")[limit:]
+    stale = list(old.values_list("pk", flat=True))
+    if stale:
+        FailureSample.objects.filter(pk__in=stale).delete()
+
+
+def _trim_failures() -> None:
+    """Keep at most ``FAILURE_SAMPLES`` refusals of each integration, none at 0: the
+    setting may have been lowered since they were written (with the hourly prune)."""
+    limit = app_settings.FAILURE_SAMPLES
+    if not limit:
+        FailureSample.objects.all().delete()
+        return
+    names = FailureSample.objects.order_by("integration").values_list("integration", flat=True)
+    for integration in names.distinct():
+        _keep_newest(integration, limit)
+
+
+#: How often a process prunes traffic rows older than TRAFFIC_RETENTION_DAYS, seconds.
+PRUNE_EVERY = 3600
+
+
+def _prune_due() -> bool:
+    return time.monotonic() - _State.pruned_at >= PRUNE_EVERY
+
+
+def _prune(now: float) -> int:
+    """Delete traffic rows past ``TRAFFIC_RETENTION_DAYS``; how many went."""
+    cutoff = datetime.fromtimestamp(now - app_settings.TRAFFIC_RETENTION_DAYS * 86400, tz=UTC)
+    deleted, _by_model = TrafficStat.objects.filter(hour__lt=cutoff).delete()
+    return deleted
 
 
 def _defer_flush() -> None:
@@ -221,9 +381,7 @@ def _deferred_flush() -> None:
     flush_usage()
 
 
-def _write(
-    usage: dict[str, int], last_use: dict[str, float], traffic: dict[tuple[int, str], int]
-) -> None:
+def _write(usage: dict[str, int], last_use: dict[str, float], traffic: dict[Bucket, int]) -> None:
     for kid, count in usage.items():
         when = Value(datetime.fromtimestamp(last_use[kid], tz=UTC))
         Key.objects.filter(kid=kid).update(
@@ -231,9 +389,11 @@ def _write(
             # SQLite's MAX() is NULL if an argument is: never used → our time.
             last_used=Greatest(Coalesce("last_used", when), when),
         )
-    for (hour, outcome), count in traffic.items():
+    for (hour, integration, outcome, kid), count in traffic.items():
         at = datetime.fromtimestamp(hour * 3600, tz=UTC)
-        stat, _created = TrafficStat.objects.get_or_create(hour=at, outcome=outcome)
+        stat, _created = TrafficStat.objects.get_or_create(
+            hour=at, integration=integration, outcome=outcome, kid=kid
+        )
         TrafficStat.objects.filter(pk=stat.pk).update(count=F("count") + count)
 
 
@@ -241,7 +401,7 @@ def pending() -> bool:
     """Whether some thread counted something not written yet."""
     with _State.lock:
         tallies = list(_State.tallies)
-    return any(dict(t.counts) != t.written for t in tallies)
+    return any(dict(t.counts) != t.written or t.failures_written < t.failure_seq for t in tallies)
 
 
 def _flush_at_exit() -> None:
@@ -261,6 +421,7 @@ def reset() -> None:
     with _State.lock:
         for tally in _State.tallies:
             tally.written = dict(tally.counts)
+            tally.failures_written = tally.failure_seq
         _State.flushed_at = time.monotonic()
         _State.flush_at = -math.inf
         _State.flush_deferred = False

@@ -31,19 +31,40 @@ LANE1=(-m "not postgres")
 #               identity-provider tests brought CI past its time budget.
 LANE2=(-m "not packaging and not browser")
 
-started=$SECONDS
+# The two lanes run side by side (each mostly waits on one core, or on pip and the
+# servers it starts); LANES=serial runs them one after the other. Each lane's output
+# goes to build/lane<N>.log and is printed whole when the lane ends.
+mkdir -p build
+run_lane1() {
+  .venv/bin/python -m pytest "${LANE1[@]}" --durations=15 "$@"
+}
+run_lane2() {
+  DJANGO_SETTINGS_MODULE=tests.settings_pg \
+    bash scripts/services.sh .venv/bin/python -m pytest "${LANE2[@]}" --durations=15 "$@"
+}
+timed() {  # timed N: run lane N into its log; its exit code and seconds into build/
+  local n=$1 started=$SECONDS rc=0
+  shift
+  "run_lane$n" "$@" >"build/lane$n.log" 2>&1 || rc=$?
+  echo "$rc $((SECONDS - started))" >"build/lane$n.result"
+}
+
+rm -f build/lane1.result build/lane2.result
+if [ "${LANES:-side-by-side}" = serial ]; then
+  timed 1 "$@"
+  timed 2 "$@"
+else
+  timed 1 "$@" &
+  lane1_pid=$!
+  timed 2 "$@"
+  wait "$lane1_pid" || true
+fi
 echo "== lane 1: SQLite + local memory"
-lane1=0
-.venv/bin/python -m pytest "${LANE1[@]}" "$@" || lane1=$?
-lane1_seconds=$((SECONDS - started))
-
-started=$SECONDS
+cat build/lane1.log
 echo "== lane 2: PostgreSQL + Redis"
-lane2=0
-DJANGO_SETTINGS_MODULE=tests.settings_pg \
-  bash scripts/services.sh .venv/bin/python -m pytest "${LANE2[@]}" "$@" || lane2=$?
-lane2_seconds=$((SECONDS - started))
-
+cat build/lane2.log
+read -r lane1 lane1_seconds <build/lane1.result
+read -r lane2 lane2_seconds <build/lane2.result
 echo "lane 1 (SQLite + local memory): exit $lane1 in ${lane1_seconds}s;" \
   "lane 2 (PostgreSQL + Redis): exit $lane2 in ${lane2_seconds}s"
 [ "$lane1" -eq 0 ] && [ "$lane2" -eq 0 ]

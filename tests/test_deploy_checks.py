@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 
 import pytest
 from django.core.management import call_command
@@ -32,6 +33,19 @@ def test_security_off_is_w003(clock):
     Key.objects.generate_secret("t")
     SecurityConfig.set_enabled(False, "t")
     assert deploy_ids(database=True) == {"chat_security.W003"}
+
+
+@pytest.mark.django_db
+def test_a_scheduled_switch_is_named_in_w003_and_ends_it_when_due(clock):
+    Key.objects.generate_secret("t")
+    SecurityConfig.set_enabled(False, "t")
+    SecurityConfig.schedule_on(datetime.fromtimestamp(clock.t + 7200, tz=UTC), "t")
+    [warning] = [m for m in checks.check_deploy_key_store(databases=["default"])]
+    assert warning.id == "chat_security.W003"
+    assert "until " in warning.msg and "UTC (scheduled)" in warning.msg, warning.msg
+    assert "let the schedule do it" in warning.hint
+    clock.advance(2 * 3600)
+    assert deploy_ids(database=True) == set()  # due: security is on, nothing to warn
 
 
 @pytest.mark.django_db

@@ -22,7 +22,10 @@ beside the real engine, and random sequences of operations are applied to both:
   and losing its data;
 * verification in either process, where the token's integration serves and
   where another one does; open WebSocket connections (each of its
-  integration's middleware) re-checked by the watcher of their process.
+  integration's middleware) re-checked by the watcher of their process;
+* each integration's switch turned off and on, scheduled to turn on in half
+  a second, 2 s or 40 s (``security on --at``, SPEC §15) and that schedule
+  cancelled, with visitors without a token arriving in either process.
 
 **Two processes** are simulated in one: each has its own key snapshot and
 back-off (``keyring._State``), cache-failure memory (``propagation._State``),
@@ -42,6 +45,10 @@ this one explores sequences. **Time** is one controlled clock for the wall
   integration is never accepted where another one judges it; and a user
   revoked in one user space is refused there and only there (alice of
   brand-b is not alice of default, whom ios shares);
+* a visitor without a token is let in, refused with ``missing_token``, or
+  told ``security_not_configured`` as some state current within
+  ``KEY_CACHE_SECONDS`` says at t: a scheduled switch-on counts from its time
+  in every process, with no write at that time;
 * it may say ``unavailable`` only while the database is down or within the
   retry back-off after it came back;
 * after a watcher tick in P, every open socket whose token a recent state
@@ -65,6 +72,7 @@ import os
 import tempfile
 import time as real_time
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +94,7 @@ from hypothesis.stateful import (
 )
 
 from chat_security import clock, keyring, propagation, tokens, verified
-from chat_security.exceptions import ERROR_CODES, KeyStoreUnavailable, TokenError
+from chat_security.exceptions import ERROR_CODES, KeyStateError, KeyStoreUnavailable, TokenError
 from chat_security.lru import ByteBoundedLRU
 from chat_security.models import AuditEntry, Integration, Key, RevokedUser, SecurityConfig
 from chat_security.websocket import watcher as watcher_module
@@ -146,6 +154,8 @@ CHANGES = (
     "generate-secret", "rotate-secret 0", "rotate-secret 60", "rotate-secret 3600",
     "add-public-key", "add-public-key", "revoke", "revoke-user", "revoke-user",
 )  # fmt: skip
+#: The switch (SPEC §5, §15): on, off, on at a time to come (seconds from now), cancel that.
+SWITCHING = ("off", "off", "on", "on-at 0.5", "on-at 2", "on-at 40", "cancel")
 OUTAGES = ("database 0.5", "database 3", "database 40", "cache-down", "cache-up", "cache-flush")
 SECRET, PUBLIC_KEY = "secret", "public_key"
 ALG = {SECRET: "HS256", PUBLIC_KEY: "RS256"}
@@ -177,9 +187,17 @@ class State:
     keys: tuple[ModelKey, ...] = ()
     latest: tuple[tuple[tuple[str, str], float], ...] = ()  # (space, user) -> latest revocation
     first: tuple[tuple[tuple[str, str], float], ...] = ()  # (space, user) -> first revocation
+    #: integration -> (switch set on, scheduled switch-on time or None); absent: on (§5, §15)
+    switches: tuple[tuple[str, tuple[bool, float | None]], ...] = ()
 
     def key(self, kid: str) -> ModelKey | None:
         return next((k for k in self.keys if k.kid == kid), None)
+
+    def switch(self, integration: str) -> tuple[bool, float | None]:
+        return dict(self.switches).get(integration, (True, None))
+
+    def with_switch(self, integration: str, on: bool, at: float | None) -> State:
+        return replace(self, switches=tuple({**dict(self.switches), integration: (on, at)}.items()))
 
     def with_key(self, new: ModelKey) -> State:
         rest = tuple(k for k in self.keys if k.kid != new.kid)
@@ -251,6 +269,17 @@ def verdict(
         elif token.exp is None or token.exp > dict(state.first)[user]:
             return "token_revoked"
     return "ok"
+
+
+def visitor_verdict(state: State, integration: str, now: float) -> str:
+    """SPEC §5 and §15 for a request without a token where ``integration`` serves: let in
+    ("anonymous") while its switch is off and no scheduled switch-on has come, else
+    refused ("missing_token"), or ``security_not_configured`` when it has no usable key."""
+    on, at = state.switch(integration)
+    if not on and (at is None or now < at):
+        return "anonymous"
+    usable = [k for k in state.keys if k.integration == integration and k.usable(now)]
+    return "missing_token" if usable else "security_not_configured"
 
 
 def socket_verdict(state: State, token: Minted, now: float) -> str:
@@ -561,6 +590,70 @@ class RevocationMachine(RuleBasedStateMachine):
         Key.objects.revoke(target.kid, "model")
         self.change(self.model.state.with_key(replace(target, revoked_at=self.model.now)))
 
+    # -- the switch and visitors without a token (SPEC §5, §13, §15) ---------------------
+
+    @precondition(lambda self: not self.model.database_down)
+    @rule(proc=st.integers(0, 1), action=st.sampled_from(SWITCHING), where=st.sampled_from(WHERE))
+    def switch_changes(self, proc: int, action: str, where: str) -> None:
+        """An admin turns ``where``'s security off or on, schedules it on in a while
+        (``security on --at``), or cancels that schedule, from process ``proc``."""
+        self.act_in(proc)
+        now, state = self.model.now, self.model.state
+        on, at = state.switch(where)
+        due = on or (at is not None and now >= at)
+        if action in ("on", "off"):
+            SecurityConfig.set_enabled(action == "on", "model", integration=where)
+            self.change(state.with_switch(where, action == "on", None))
+        elif action.startswith("on-at"):
+            when = now + float(action.split()[1])
+            try:
+                SecurityConfig.schedule_on(datetime.fromtimestamp(when, tz=UTC), "model", where)
+            except KeyStateError:
+                assert due, f"schedule refused while {where}'s switch is off and not due"
+                self.count("schedule refused: already on")
+                return
+            assert not due, f"a schedule was taken while {where}'s switch is on"
+            self.change(state.with_switch(where, False, when))
+        else:
+            try:
+                SecurityConfig.cancel_schedule("model", where)
+            except KeyStateError:
+                assert at is None or due, "cancel refused while a schedule is to come"
+                return
+            assert at is not None and not due, "cancel taken with no schedule to come"
+            self.change(state.with_switch(where, False, None))
+        self.count(f"switch {action.split()[0]}")
+
+    @rule(proc=st.integers(0, 1))
+    def visitors_arrive(self, proc: int) -> None:
+        """Process ``proc`` asks, for a request without a token on each integration's
+        path, whether it is let in; a scheduled switch-on counts from its time in
+        every process, with no write at that time (SPEC §15)."""
+        self.act_in(proc)
+        now = self.model.now
+        for name in INTEGRATIONS:
+            try:
+                said = (
+                    "missing_token"
+                    if tokens.token_required(keyring.get_snapshot(), (name,), now)
+                    else "anonymous"
+                )
+            except TokenError as exc:
+                said = exc.code
+            except KeyStoreUnavailable:
+                said = "unavailable"
+            allowed = {visitor_verdict(s, name, now) for s in self.model.recent()}
+            if self.model.may_be_unavailable():
+                allowed.add("unavailable")
+            assert said in allowed, (
+                f"{self.current.name} said {said!r} to a visitor of {name} at "
+                f"+{now - START:g} s; the model allows {sorted(allowed)}"
+            )
+            self.count(f"visitor:{said}")
+            on, at = self.model.state.switch(name)
+            if not on and at is not None:
+                self.count(f"visitor:{said} {'after' if now >= at else 'before'} the schedule")
+
     # -- time and outages ---------------------------------------------------------------
 
     @rule(seconds=st.sampled_from(STEPS), then=st.sampled_from([None, 0, 1]))
@@ -576,6 +669,8 @@ class RevocationMachine(RuleBasedStateMachine):
             self.requests_arrive(then)
         if then is not None and self.processes[then].sockets:
             self.watcher_ticks(then)
+        if then is not None:
+            self.visitors_arrive(then)
 
     @rule(outage=st.sampled_from(OUTAGES))
     def something_fails(self, outage: str) -> None:
@@ -770,7 +865,9 @@ def test_revocation_holds_everywhere_against_the_model(topology, monkeypatch, tm
                  "verify:token_revoked through the other integration of its space",
                  "verify elsewhere:unknown_key", "verify elsewhere:invalid_signature",
                  "socket closed:token_revoked in brand-b",
-                 "socket open, the user revoked in another space"):  # fmt: skip
+                 "socket open, the user revoked in another space",
+                 "visitor:anonymous before the schedule",
+                 "visitor:missing_token after the schedule", "switch cancel"):  # fmt: skip
         assert tally.get(what, 0) > 0, f"no {what!r} in {tally}"
     assert "verify elsewhere:ok" not in tally
 

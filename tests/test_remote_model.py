@@ -107,6 +107,14 @@ class RemoteSets(RuleBasedStateMachine):
     def time_passes(self, seconds: float) -> None:
         self.clock.advance(seconds)
 
+    @rule(kid=st.sampled_from(KIDS))
+    def provider_down_for_a_day(self, kid: str) -> None:
+        """The outage the stale limit is for, as one step (random steps reach it rarely):
+        the provider goes down, a day and a second pass, a token comes."""
+        self.provider_up_or_down(False)
+        self.time_passes(STALE + 1)
+        self.token_arrives(kid)
+
     @rule()
     def admin_refreshes(self) -> None:
         sources.refresh("idp")

@@ -545,7 +545,7 @@ async def test_unexpected_error_fails_closed_without_traceback(secret, token_for
     def boom(*args, **kwargs):
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(tokens, "verify", boom)
+    monkeypatch.setattr(tokens, "verify_at", boom)
     comm = await open_socket(guarded(), token_for("u-1"))
     await expect_close(comm, 4503, "unavailable")
 
@@ -743,13 +743,18 @@ async def test_change_made_by_another_process_is_seen_within_the_bound(secret, t
 
 async def test_no_verification_per_message(secret, token_for, monkeypatch):
     calls = []
-    real_verify = tokens.verify
+    real_verify, real_verify_at = tokens.verify, tokens.verify_at
 
     def spy(*args, **kwargs):
         calls.append(kwargs.get("count_use", True))
         return real_verify(*args, **kwargs)
 
+    def identify_spy(*args, **kwargs):  # the connection's own (it counts the use itself)
+        calls.append(True)
+        return real_verify_at(*args, **kwargs)
+
     monkeypatch.setattr(tokens, "verify", spy)
+    monkeypatch.setattr(tokens, "verify_at", identify_spy)
     with chat_settings(**FAST):
         comm = await open_socket(guarded(), token_for("u-1"))
         await expect_identified(comm, "u-1")

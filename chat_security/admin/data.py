@@ -9,14 +9,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Max, Sum
+from django.db.models import Max
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
 from .. import clock, hygiene, views
 from .. import usage as usage_counters
 from ..conf import app_settings
-from ..exceptions import ERROR_CODES
 from ..integrations import DEFAULT_INTEGRATION, DEFAULT_USER_SPACE
 from ..models import (
     AuditEntry,
@@ -26,9 +25,9 @@ from ..models import (
     KeySource,
     KeyState,
     RevokedUser,
-    TrafficStat,
 )
 from ..timefmt import countdown, relative, utc
+from . import traffic as traffic_data
 from .forms import default_grace_hours
 
 RECENT_AUDIT = 10
@@ -56,7 +55,10 @@ def anchor(integration: str, section: str) -> str:
 
 
 def anchors(integration: str) -> dict[str, str]:
-    sections = ("security", "secrets", "public-keys", "key-source", "service-keys", "signing-keys")
+    sections = (
+        "security", "secrets", "public-keys", "key-source", "service-keys", "signing-keys",
+        "traffic",
+    )  # fmt: skip
     return {
         "integration": f"integration-{integration}",
         **{section.replace("-", "_"): anchor(integration, section) for section in sections},
@@ -144,38 +146,6 @@ def key_row(
         "use_count": key.use_count,
         "revocable": key.revoked_at is None,
         "idle_note": _idle_note(key, state, now, rotated_at),
-    }
-
-
-def traffic_summary(now: float) -> dict[str, Any]:
-    """Chat requests in the last 24 hourly buckets: signed / unsigned / rejected by code."""
-    since = datetime.fromtimestamp((int(now // 3600) - 23) * 3600, tz=UTC)
-    totals = dict(
-        TrafficStat.objects.filter(hour__gte=since)
-        .values("outcome")
-        .annotate(n=Sum("count"))
-        .values_list("outcome", "n")
-    )
-    signed = totals.pop("signed", 0)
-    unsigned = totals.pop("unsigned", 0)
-    rejected = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
-    total = signed + unsigned + sum(n for _code, n in rejected)
-
-    def pct(n: int) -> str:
-        return f"{100 * n / total:.0f} %" if total else "–"
-
-    return {
-        "total": total,
-        "signed": signed,
-        "unsigned": unsigned,
-        "signed_pct": pct(signed),
-        "unsigned_pct": pct(unsigned),
-        "rejected_total": total - signed - unsigned,
-        "rejected_pct": pct(total - signed - unsigned),
-        "rejected": [
-            {"code": code, "count": n, "pct": pct(n), "explanation": ERROR_CODES.get(code, "")}
-            for code, n in rejected
-        ],
     }
 
 
@@ -338,7 +308,7 @@ def manager_data(request: HttpRequest, now: float) -> dict[str, Any]:
 
     A fixed number of queries whatever the number of integrations and keys:
     the integrations, every key, the last switch changes, the audit, the
-    revoked users and the traffic are each read once.
+    revoked users are each read once, the traffic twice (by hour, by day).
     """
     usage_counters.flush_usage()  # so last used / use count include this process's counters
     integration_rows = _integration_rows()
@@ -353,6 +323,9 @@ def manager_data(request: HttpRequest, now: float) -> dict[str, Any]:
         )
         for row in integration_rows
     ]
+    traffic = traffic_data.read(now)
+    for entry in integrations:
+        entry["charts"] = traffic_data.integration_charts(entry, traffic.get(entry["name"]), now)
     usage = [
         r
         for entry in integrations
@@ -367,7 +340,7 @@ def manager_data(request: HttpRequest, now: float) -> dict[str, Any]:
         "integration_names": [entry["name"] for entry in integrations],
         "usage_rows": usage,
         "has_key_sources": bool(sources),
-        "traffic": traffic_summary(now),
+        "traffic": traffic_data.site_summary(traffic.values()),
         "jwks_url": jwks_url(request),
         "jwks_suggested_path": JWKS_SUGGESTED_PATH,
         "grace_default": default_grace_hours(),

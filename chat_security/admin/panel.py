@@ -40,6 +40,7 @@ from ..integrations import DEFAULT_INTEGRATION
 from ..models import AuditEntry, Integration, Key, KeyKind, KeySource, SecurityConfig
 from ..timefmt import utc
 from . import data as admin_data
+from .failures import failures_context
 from .forms import (
     IntegrationForm,
     KeySourceForm,
@@ -176,6 +177,7 @@ class DeveloperPanelMixin:
         page: dict[str, Any] = {
             "test_form": TokenTestForm(integrations=names),
             "several_integrations": len(names) > 1,
+            **failures_context(names, clock.now()),  # support staff and managers alike
         }
         if not manage:  # support staff see where fetched keys come from, and no form
             page["source_parts"] = admin_data.key_source_parts(clock.now())

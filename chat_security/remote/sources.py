@@ -32,7 +32,7 @@ from django.db import Error as DjangoDBError
 from django.db import transaction
 from django.db.models import Q
 
-from .. import clock, keyring, keys
+from .. import clock, keyring, keys, metrics
 from ..conf import app_settings, register_cache
 from ..exceptions import ChatSecurityError, KeyImportError, KeyStateError, KeyStoreUnavailable
 from ..integrations import DEFAULT_INTEGRATION, accepted
@@ -313,17 +313,19 @@ def refresh(integration: str = DEFAULT_INTEGRATION, actor: str = "") -> Outcome:
 
 def _fetch_and_store(source_id: int) -> Outcome:
     """Fetch a claimed source's set and store what came: the set, or the error."""
-    source = KeySource.objects.filter(pk=source_id).first()
+    source = KeySource.objects.select_related("integration").filter(pk=source_id).first()
     if source is None:
         return Outcome(ok=False, error="the key source was removed")
     try:
         found, skipped = _fetch_set(source.jwks_uri, source.keys)
     except SourceError as exc:
+        metrics.count_fetch(source.integration.name, ok=False)
         KeySource.objects.filter(pk=source_id).update(
             outcome="error", error=str(exc)[:1000], finished_at=clock.now_dt()
         )
         logger.warning("key set of %s could not be fetched: %s", source.url, exc)
         return Outcome(ok=False, error=str(exc))
+    metrics.count_fetch(source.integration.name, ok=True)
     before = {k["kid"]: k["thumbprint"] for k in source.keys}
     after = {k["kid"]: k["thumbprint"] for k in found}
     added = tuple(kid for kid, print_ in after.items() if before.get(kid) != print_)

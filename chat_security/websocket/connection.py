@@ -16,12 +16,13 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import UpdateError
 from django.core.exceptions import SynchronousOnlyOperation
 
-from .. import clock, keyring, tokens, usage
+from .. import clock, keyring, metrics, refusals, tokens, usage
 from ..conf import app_settings
 from ..exceptions import KeyStoreUnavailable, KeyUnreadable, TokenError
 from ..identity_types import ChatIdentity
 from ..integrations import DEFAULT, DEFAULT_USER_SPACE
 from ..log import get_logger, where
+from ..models import KeyKind
 from ..placement import query_has_token
 from ..session import bind_subject, bound_subjects, existing_session
 from .protocol import (
@@ -123,7 +124,7 @@ class Connection:
         if event["type"] != "websocket.connect":
             return
         if self.query_token:
-            await self.refuse(TokenError("malformed", QUERY_DETAIL))
+            await self.refuse_unchecked(TokenError("malformed", QUERY_DETAIL))
             return
         outcome = await self.check(self.first_token)
         if outcome is None:  # the client identifies in a message: it needs an open socket
@@ -158,30 +159,54 @@ class Connection:
             # SPEC §5: security_not_configured is the one thing to fix, token or not
             required = tokens.token_required(snapshot, self.integrations, now)
         except TokenError as exc:
-            usage.count_request(exc.code)
+            self.refused(exc.code, token, snapshot)
             raise
         if token is None:
             if required:
                 return None
-            usage.count_request("unsigned")
-            return ChatIdentity.anonymous_visitor(
+            identity = ChatIdentity.anonymous_visitor(
                 anonymous_id(self.scope), tokens.letting_in(snapshot, self.integrations, now)
             )
+            usage.count_request("unsigned", integration=identity.integration)
+            return identity
         session = existing_session(self.scope.get("session"))
         bound = bound_subjects(session) or {}
         if self.subject is not None:
             bound[self.subject_space] = self.subject
         try:
-            result = tokens.verify(token, session_subject=bound, integration=self.integrations)
+            # The use is counted below, with the request (as the middleware does).
+            result, now = tokens.verify_at(token, bound, integration=self.integrations)
             if self.subject is not None and result.user_space != self.subject_space:
                 # A user of another user space is another user, whatever the id.
                 raise TokenError("subject_changed", bound=self.subject)
         except TokenError as exc:
-            usage.count_request(exc.code)
+            self.refused(exc.code, token, snapshot)
             raise
         _bind(session, result.user_id, result.user_space)
-        usage.count_request("signed")
+        # The key's use counted with it (a fetched key's uses are not counted: no row).
+        counted = result.kid if result.key_kind != KeyKind.REMOTE_KEY else None
+        usage.count_request("signed", counted, now, result.integration)
         return ChatIdentity.verified(result)
+
+    def refused(self, code: str, token: str | None, snapshot: keyring.Snapshot | None) -> None:
+        """Count the refusal and keep its sample for the panel (SPEC §15)."""
+        snapshot = snapshot or keyring.last_snapshot()
+        try:
+            headers = dict(self.scope.get("headers") or ())
+            agent = headers.get(b"user-agent", b"").decode("latin-1")
+            client = self.scope.get("client")
+        except (TypeError, ValueError, AttributeError):  # a server outside the ASGI spec
+            agent, client = "", None
+        refusals.record(
+            code,
+            token=token,
+            names=self.integrations,
+            integrations=snapshot.integrations if snapshot is not None else None,
+            channel="websocket",
+            path=str(self.scope.get("path", "")),
+            user_agent=agent,
+            client=str(client[0]) if client else None,
+        )
 
     def check_in_loop(self, token: str | None) -> Any:
         """:meth:`check_sync` right here when it cannot touch the database, else ``_THREAD``.
@@ -261,7 +286,7 @@ class Connection:
             return await self.check(token) is not _FAILED
         outcome = await self.check(None)  # security may have been switched off meanwhile
         if outcome is None:
-            await self.refuse(
+            await self.refuse_unchecked(
                 TokenError("missing_token", f"no identify message within {timeout:g} s")
             )
         return outcome not in (None, _FAILED)
@@ -271,6 +296,10 @@ class Connection:
     async def serve(self) -> None:
         watcher = Watcher.join(self)
         self.pending.append({"type": "websocket.connect"})
+        # counted under the integration that first identified it, until it ends
+        gauge = metrics.open_sockets(self.identity.integration) if self.identity else None
+        if gauge is not None:
+            gauge.inc()
         try:
             await self.inner(self.scope, self.app_receive, self.app_send)
         except Exception:
@@ -278,6 +307,8 @@ class Connection:
             raise
         finally:
             watcher.connections.discard(self)
+            if gauge is not None:
+                gauge.dec()
         await self.close_quietly(1000)  # the application returned without closing
 
     async def app_receive(self) -> Message:
@@ -386,6 +417,13 @@ class Connection:
     async def refuse(self, exc: TokenError) -> None:
         logger.debug("chat websocket refused: %s", exc.code)
         await self.close(CLOSE_REFUSED, exc.code, exc.one_line)
+
+    async def refuse_unchecked(self, exc: TokenError) -> None:
+        """Refuse a socket the engine never judged (a token in the URL, no identify
+        message): counted and kept like the others (SPEC §15). In the database thread:
+        the count may fall on a flush."""
+        await database_sync_to_async(self.refused)(exc.code, None, None)
+        await self.refuse(exc)
 
     async def unavailable(self, log: bool = True, detail: str = UNAVAILABLE_DETAIL) -> None:
         if log:

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from chat_security import checks, diagnosis, hygiene, identity, keys, tokens, usage
+from chat_security import checks, diagnosis, hygiene, identity, keys, refusals, tokens, usage
 from chat_security.conf import MAX_GRACE_HOURS, app_settings
 from chat_security.exceptions import ChatSecurityError, TokenError
 from chat_security.integrations import DEFAULT_INTEGRATION
@@ -342,6 +342,18 @@ class Command(BaseCommand):
             "status",
             help="Mode, keys and integrations as JSON (never a secret).",
             integration=False,
+        )
+        p = add(
+            "failures",
+            help="The newest refused chat requests, FAILURE_SAMPLES per integration, as JSON, "
+            "newest first: why verification fails for a customer (never token material).",
+            integration=False,
+        )
+        p.add_argument(
+            "--integration",
+            default=None,
+            metavar="NAME",
+            help="This integration's only (default: every integration's).",
         )
         add(
             "generate-encryption-key",
@@ -740,6 +752,11 @@ class Command(BaseCommand):
             )
         default = integrations[0]  # §7's fields: the default integration's, as before §13
         self.emit({"mode": default["mode"], "keys": default["keys"], "integrations": integrations})
+
+    def do_failures(self, options: dict[str, Any]) -> None:
+        named = options["integration"]
+        rows = refusals.recent([named] if named else None)
+        self.emit({"failures": [refusals.describe(row) for row in rows]})
 
     def do_generate_encryption_key(self, options: dict[str, Any]) -> None:
         self.stdout.write(keys.generate_encryption_key())
