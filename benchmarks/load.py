@@ -1,7 +1,7 @@
 """A bounded load test of a running site's chat API, checking every answer.
 
     python benchmarks/load.py --url http://127.0.0.1:8000/chat/api/messages \\
-        --secret SECRET [--kid KID] [--seconds 60] [--connections 8]
+        --secret SECRET [--kid KID] [--seconds 60] [--connections 8] [--json-out FILE]
 
 ``benchmarks/run_load.sh`` starts a server, makes the secret and runs this.
 
@@ -18,9 +18,12 @@ as ``manage.py chat_security rotate-secret`` printed it) in this mix:
 
 Prints requests per second, p50/p99 latency, wrong answers (any other
 status or code, 5xx included) and errors (no answer: refused, reset,
-timeout). Exit status 1 if there was any wrong answer or error. Needs only
-PyJWT (a dependency of the package) and the standard library; the client
-shares the machine with the server, so the figures are a floor.
+timeout). Exit status 1 if there was any wrong answer or error.
+``--json-out FILE`` also writes the figures and every answer seen, by kind,
+status and error code (``benchmarks/check_scrape.py`` compares them with the
+site's metrics). Needs only PyJWT (a dependency of the package) and the
+standard library; the client shares the machine with the server, so the
+figures are a floor.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class Tally:
 
     latencies: list[float] = field(default_factory=list)
     sent: Counter[str] = field(default_factory=Counter)
+    #: (kind, status, error code or None) -> answers
+    answers: Counter[tuple[str, int, str | None]] = field(default_factory=Counter)
     wrong: Counter[tuple[str, int, str | None]] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -128,6 +133,7 @@ class Client(threading.Thread):
             self.tally.latencies.append(time.perf_counter() - began)
             self.tally.sent[kind] += 1
             got = verdict(response.status, body, sub)
+            self.tally.answers[(kind, *got)] += 1
             if got != EXPECTED[kind]:
                 self.tally.wrong[(kind, *got)] += 1
         conn.close()
@@ -163,6 +169,9 @@ def main() -> int:
         "--mix", type=parse_mix, default="80,10,10", help="valid,expired,forged weights (80,10,10)"
     )
     parser.add_argument("--timeout", type=float, default=10, help="per-request timeout, s")
+    parser.add_argument(
+        "--json-out", metavar="FILE", help="also write the figures and the answers seen, as JSON"
+    )
     args = parser.parse_args()
     if not args.secret:
         parser.error("give the site's secret with --secret or in CHAT_LOAD_SECRET")
@@ -181,17 +190,23 @@ def main() -> int:
     for client in clients:
         total.latencies += client.tally.latencies
         total.sent.update(client.tally.sent)
+        total.answers.update(client.tally.answers)
         total.wrong.update(client.tally.wrong)
         total.errors.update(client.tally.errors)
     latencies = sorted(total.latencies)
     answered = len(latencies)
     wrong, errors = sum(total.wrong.values()), sum(total.errors.values())
+    figures = {
+        "req_per_s": answered / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "mean_ms": statistics.fmean(latencies) * 1e3 if latencies else float("nan"),
+    }
     print(f"{args.url}: {elapsed:.1f} s, {args.connections} connections")
     print(
-        f"  {answered:,} answers, {answered / elapsed:,.1f} req/s; latency "
-        f"p50 {percentile(latencies, 0.50) * 1e3:.1f} ms, "
-        f"p99 {percentile(latencies, 0.99) * 1e3:.1f} ms, "
-        f"mean {statistics.fmean(latencies) * 1e3 if latencies else float('nan'):.1f} ms"
+        f"  {answered:,} answers, {figures['req_per_s']:,.1f} req/s; latency "
+        f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
+        f"mean {figures['mean_ms']:.1f} ms"
     )
     print("  " + ", ".join(f"{kind} {total.sent[kind]:,}" for kind in EXPECTED))
     print(f"  wrong answers: {wrong}, errors: {errors}")
@@ -199,6 +214,23 @@ def main() -> int:
         print(f"    wrong: {n} × {kind} answered {status} {code}")
     for name, n in total.errors.most_common(10):
         print(f"    error: {n} × {name}")
+    if args.json_out:
+        report = {
+            "url": args.url,
+            "seconds": elapsed,
+            "connections": args.connections,
+            "answered": answered,
+            **figures,
+            "sent": {kind: total.sent[kind] for kind in EXPECTED},
+            "answers": [
+                {"kind": kind, "status": status, "code": code, "count": n}
+                for (kind, status, code), n in total.answers.most_common()
+            ],
+            "wrong": wrong,
+            "errors": dict(total.errors),
+        }
+        with open(args.json_out, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=2)
     return 1 if wrong or errors or not answered else 0
 
 

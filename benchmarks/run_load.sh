@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Bounded load test of the chat API against gunicorn (WSGI, 2 sync workers) on 127.0.0.1.
+# Optionally with the metrics on, checking that their scrape adds up (METRICS=1, below).
 #
 #   bash benchmarks/run_load.sh [load.py options, e.g. --seconds 60 --connections 8]
 #
@@ -19,14 +20,26 @@
 # measured 2.4x slower on PostgreSQL). Private instances for one run:
 #   bash scripts/services.sh bash benchmarks/run_load.sh --seconds 60
 #
+# METRICS=1 also switches the demo's Prometheus metrics on, in multi-process
+# mode (CHAT_SECURITY_METRICS=true, PROMETHEUS_MULTIPROC_DIR a fresh folder,
+# gunicorn -c benchmarks/gunicorn_metrics.py), scrapes /metrics before and
+# after the load and checks with benchmarks/check_scrape.py that
+# chat_security_verifications_total grew by exactly the answers load.py saw,
+# by outcome and code; it prints "scrape adds up: yes" or "no" (then exit
+# status 1). The check of issue 20, 4 workers:
+#   WORKERS=4 METRICS=1 bash benchmarks/run_load.sh --seconds 20
+#
 # Benchmark-only packages are pip-installed into the interpreter's
-# environment when missing: gunicorn, and psycopg[binary] for PostgreSQL.
-# PYTHON (default .venv/bin/python) and WORKERS (default 2) may be set.
+# environment when missing: gunicorn, psycopg[binary] for PostgreSQL and,
+# with METRICS=1, prometheus_client.
+# PYTHON (default .venv/bin/python), WORKERS (default 2) and METRICS (default
+# 0) may be set.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 WORKERS=${WORKERS:-2}
+METRICS=${METRICS:-0}
 
 need() { # module, pip requirement
   "$PY" -c "import $1" 2>/dev/null || "$PY" -m pip install --quiet "$2"
@@ -34,6 +47,7 @@ need() { # module, pip requirement
 need gunicorn 'gunicorn>=22'
 case "${DATABASE_URL:-}" in postgres* | pgsql*) need psycopg 'psycopg[binary]>=3.1' ;; esac
 case "${CACHE_URL:-}" in redis* | rediss*) need redis 'redis>=5' ;; esac
+if [[ $METRICS == 1 ]]; then need prometheus_client 'prometheus_client>=0.20'; fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chat-load.XXXXXX")
 GUNICORN_PID=
@@ -68,7 +82,16 @@ export CHAT_LOAD_SECRET
 unset created
 
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$PY" -m gunicorn demo_site.wsgi:application \
+# Metrics for gunicorn only: each worker counts into files in an empty folder of
+# this run, and the master marks an exited worker's files dead (child_exit).
+server_env=()
+server_args=()
+if [[ $METRICS == 1 ]]; then
+  mkdir "$WORK/prometheus"
+  server_env=(PROMETHEUS_MULTIPROC_DIR="$WORK/prometheus" CHAT_SECURITY_METRICS=true)
+  server_args=(-c "$ROOT/benchmarks/gunicorn_metrics.py")
+fi
+env "${server_env[@]}" "$PY" -m gunicorn "${server_args[@]}" demo_site.wsgi:application \
   --workers "$WORKERS" --bind "127.0.0.1:$PORT" \
   --error-logfile "$WORK/gunicorn.log" --log-level warning &
 GUNICORN_PID=$!
@@ -97,9 +120,25 @@ EOF
 
 db=${DATABASE_URL%%:*}
 cache=${CACHE_URL%%:*}
-echo "gunicorn: $WORKERS sync workers, demo_site.wsgi, database $db, cache $cache"
+metrics=off
+SCRAPE="http://127.0.0.1:$PORT/metrics"
+if [[ $METRICS == 1 ]]; then
+  metrics="on (multi-process)"
+  # The scrape before the load: the readiness check above counted (a missing_token).
+  "$PY" benchmarks/check_scrape.py --url "$SCRAPE" --save "$WORK/before.txt"
+fi
+echo "gunicorn: $WORKERS sync workers, demo_site.wsgi, database $db, cache $cache, metrics $metrics"
 status=0
-"$PY" benchmarks/load.py --url "$URL" --kid "$KID" "$@" || status=$?
+"$PY" benchmarks/load.py --url "$URL" --kid "$KID" --json-out "$WORK/load.json" "$@" || status=$?
+if [[ $METRICS == 1 ]]; then
+  if [[ -s $WORK/load.json ]]; then
+    "$PY" benchmarks/check_scrape.py --url "$SCRAPE" --before "$WORK/before.txt" \
+      --load "$WORK/load.json" || status=1
+  else
+    echo "scrape adds up: not checked (load.py wrote no $WORK/load.json)"
+    status=1
+  fi
+fi
 if [[ -s $WORK/gunicorn.log ]]; then
   echo "--- gunicorn log (warnings and errors) ---"
   tail -n 40 "$WORK/gunicorn.log"

@@ -117,6 +117,9 @@ CHAT_SECURITY = {
     # Identity providers on the local network (SPEC §14): hosts that may resolve to
     # private addresses, comma-separated (e.g. "keycloak.internal,10.0.0.5").
     "JWKS_PRIVATE_HOSTS": env.list("CHAT_SECURITY_JWKS_PRIVATE_HOSTS", default=[]),
+    # Prometheus metrics (the metrics extra), scraped at /metrics; off by default. Under
+    # several worker processes set PROMETHEUS_MULTIPROC_DIR too (docs/observability.md).
+    "METRICS": env.bool("CHAT_SECURITY_METRICS", default=False),
 }
 
 LOGGING = {

@@ -7,6 +7,7 @@ from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 
 from chat_security import views as chat_security_views
+from chat_security.metrics import metrics_view
 from demo_site.chat import views as demo_views
 
 urlpatterns = [
@@ -26,6 +27,9 @@ urlpatterns = [
         chat_security_views.signing_key_pem,
         name="chat-signing-key-pem",
     ),
+    # Prometheus scrape; 404 unless CHAT_SECURITY_METRICS=true. A real site lets only
+    # its Prometheus server reach it (docs/observability.md).
+    path("metrics", metrics_view, name="chat-security-metrics"),
     path("chat/", include("demo_site.chat.urls")),
     path("admin/", admin.site.urls),
 ]

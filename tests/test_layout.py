@@ -68,10 +68,12 @@ NOT_FROM_THE_STORE = (
 
 #: What the demo may import besides the names in ``chat_security.__all__``:
 #: the models (key-store manager methods, ``Contact``), the views its
-#: URLconf routes and the WebSocket middleware its ``asgi.py`` wraps around the
-#: chat's routes. Settings name the middleware by its dotted path.
+#: URLconf routes (the metrics scrape as docs/observability.md mounts it) and
+#: the WebSocket middleware its ``asgi.py`` wraps around the chat's routes.
+#: Settings name the middleware by its dotted path.
 DEMO_MODULES = {
     "chat_security",
+    "chat_security.metrics",
     "chat_security.models",
     "chat_security.views",
     "chat_security.websocket",

@@ -2,7 +2,7 @@
 
 gunicorn runs in prometheus_client's multi-process mode as
 docs/observability.md sets it up: ``PROMETHEUS_MULTIPROC_DIR`` in the
-environment, the ``child_exit`` hook of tests/gunicorn_metrics.py, and
+environment, the ``child_exit`` hook of benchmarks/gunicorn_metrics.py, and
 ``/metrics`` mounted (tests/metrics_urls.py). Eight clients send requests of
 known outcomes to two integrations at once, spread over the workers by the
 kernel; halfway through one worker is stopped and gunicorn starts another.
@@ -73,7 +73,7 @@ def test_the_scrape_of_four_workers_adds_up(env, tmp_path):
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()  # empty at start, as the deployment recipe says
     server_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
-    gunicorn = ("-m", "gunicorn", "-c", str(ROOT / "tests" / "gunicorn_metrics.py"),
+    gunicorn = ("-m", "gunicorn", "-c", str(ROOT / "benchmarks" / "gunicorn_metrics.py"),
                 "demo_site.wsgi:application", "--workers", str(WORKERS),
                 "--bind", "127.0.0.1:{port}", "--log-level", "warning")  # fmt: skip
     # (path, token, the answer expected, the series it counts under)
