@@ -41,7 +41,7 @@ from django.db import Error as DjangoDBError  # DatabaseError and InterfaceError
 from django.db import transaction
 from joserfc.jwk import RSAKey
 
-from . import clock, keys, propagation, usage
+from . import clock, keys, propagation, public_keys, usage
 from .conf import register_cache
 from .exceptions import ChatSecurityError, KeyStoreUnavailable, KeyUnreadable
 from .integrations import DEFAULT_INTEGRATION, DEFAULT_USER_SPACE, accepted
@@ -388,8 +388,8 @@ def _verify_key(key: Key) -> Any:
     if key.kind in (KeyKind.PUBLIC_KEY, KeyKind.SIGNING_KEY):
         # Loaded for the one algorithm its type verifies (a stored alg that does
         # not fit the key fails closed for this key only).
-        return keys.load_verify_pem(key.public_pem, key.alg)
-    return keys.load_public_pem(key.public_pem)
+        return public_keys.load_verify_pem(key.public_pem, key.alg)
+    return public_keys.load_public_pem(key.public_pem)
 
 
 def _build(previous: Snapshot | None = None) -> Snapshot:
@@ -511,7 +511,7 @@ def _remote_entry(
     if before is not None and before._row == row:
         return before
     try:
-        info = keys.public_key_from_jwk(item["jwk"])
+        info = public_keys.public_key_from_jwk(item["jwk"])
         first_seen = datetime.fromisoformat(item["first_seen"]).timestamp()
     except (KeyError, TypeError, ValueError, ChatSecurityError):
         logger.error("a stored key of %s cannot be loaded; it is left out", url)

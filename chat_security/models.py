@@ -17,7 +17,7 @@ from django.db.models import F
 from django.dispatch import Signal
 from django.utils.translation import gettext_lazy as _
 
-from . import clock, keys, values
+from . import clock, keys, public_keys, values
 from .conf import app_settings
 from .exceptions import KeyStateError
 from .integrations import DEFAULT_INTEGRATION, DEFAULT_USER_SPACE, check_new, check_rules
@@ -507,7 +507,7 @@ class KeyManager(models.Manager["Key"]):
     ) -> Key:
         """Register a client's public key (any format of SPEC §2; RSA ≥ 2048, EC P-256 or
         Ed25519, SPEC §14): its type pins its algorithm (RS256, ES256 or EdDSA)."""
-        info = keys.parse_public_key(text)
+        info = public_keys.parse_public_key(text)
         kid = kid or info.jwk_kid or info.thumbprint
         with transaction.atomic():
             store_changed()

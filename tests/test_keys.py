@@ -1,4 +1,6 @@
-"""Key material (chat_security.keys): import formats, refusals, fingerprints, encryption at rest.
+"""Key material (``keys``) and public keys given to the site (``public_keys``).
+
+Import formats, refusals, fingerprints, encryption at rest.
 
 Keys are made the way users make them: ``openssl`` and ``ssh-keygen`` in a
 temporary directory.
@@ -16,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from chat_security import keys, tokens
+from chat_security import keys, public_keys, tokens
 from chat_security.exceptions import ChatSecurityError, KeyImportError
 from chat_security.models import AuditEntry, Key
 from tests.chat_helpers import stored_secret
@@ -166,7 +168,7 @@ def test_every_public_key_format_gives_the_same_key(keydir, source):
         pasted = json.dumps({"keys": [rsa_jwk(keydir, use="sig", alg="RS256")]})
     else:
         pasted = text(keydir, source)
-    info = keys.parse_public_key(pasted)
+    info = public_keys.parse_public_key(pasted)
     assert info.bits == 2048
     assert info.pem == text(keydir, "spki.pem")
     assert info.thumbprint == rfc7638(rsa_jwk(keydir))
@@ -206,13 +208,13 @@ FORMATS = ["pem", "certificate", "openssh", "jwk", "jwks", "one-line PEM"]
 @pytest.mark.parametrize("kty", sorted(KEY_TYPES))
 def test_every_format_of_every_key_type_gives_the_same_key(keydir, kty, fmt):
     private, spki, _cert, _ssh, jwk, alg, bits = KEY_TYPES[kty]
-    info = keys.parse_public_key(key_text(keydir, kty, fmt))
+    info = public_keys.parse_public_key(key_text(keydir, kty, fmt))
     assert (info.kty, info.alg, info.bits) == (kty, alg, bits)
     assert isinstance(info.key, KEY_CLASSES[kty])
     assert info.pem == text(keydir, spki)  # canonical: the SubjectPublicKeyInfo openssl writes
     assert info.thumbprint == rfc7638(jwk(keydir))
     assert info.jwk_kid == (f"{kty}-2027" if fmt == "jwks" else None)
-    assert keys.load_public_pem(info.pem).public_bytes(
+    assert public_keys.load_public_pem(info.pem).public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) == private_key(keydir, private).public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -222,7 +224,7 @@ def test_every_format_of_every_key_type_gives_the_same_key(keydir, kty, fmt):
 def test_ssh_keygen_ecdsa_p256_line(keydir):
     line = text(keydir, "id_ecdsa.pub")
     assert line.startswith("ecdsa-sha2-nistp256 ")
-    info = keys.parse_public_key(line)
+    info = public_keys.parse_public_key(line)
     ssh_private = serialization.load_ssh_private_key((keydir / "id_ecdsa").read_bytes(), None)
     assert (info.alg, info.kty) == ("ES256", "EC")
     assert info.key.public_numbers() == ssh_private.public_key().public_numbers()
@@ -232,10 +234,10 @@ def test_ssh_keygen_ecdsa_p256_line(keydir):
 def test_public_key_from_jwk_checks_one_jwk_as_a_jwks_url_serves_it(keydir, kty):
     alg, jwk = KEY_TYPES[kty][5], KEY_TYPES[kty][4]
     served = jwk(keydir, kid="k-1", use="sig", alg=alg, x5t="ignored", key_ops=["verify"])
-    info = keys.public_key_from_jwk(served)
+    info = public_keys.public_key_from_jwk(served)
     assert (info.alg, info.kty, info.jwk_kid) == (alg, kty, "k-1")
     assert info.thumbprint == rfc7638(served)
-    assert info == keys.parse_public_key(json.dumps(served))
+    assert info == public_keys.parse_public_key(json.dumps(served))
 
 
 @pytest.mark.parametrize(
@@ -250,7 +252,7 @@ def test_public_key_from_jwk_checks_one_jwk_as_a_jwks_url_serves_it(keydir, kty)
 )
 def test_public_key_from_jwk_refusals_are_short_and_say_why(keydir, data, words):
     with pytest.raises(KeyImportError) as info:
-        keys.public_key_from_jwk(data(keydir))
+        public_keys.public_key_from_jwk(data(keydir))
     message = str(info.value)
     assert words in message
     assert len(message) < 200 and "\n" not in message
@@ -258,16 +260,16 @@ def test_public_key_from_jwk_refusals_are_short_and_say_why(keydir, data, words)
 
 @pytest.mark.parametrize("kty", sorted(KEY_TYPES))
 def test_a_stored_key_loads_only_for_the_algorithm_its_type_pins(keydir, kty):
-    pem = keys.parse_public_key(text(keydir, KEY_TYPES[kty][1])).pem
+    pem = public_keys.parse_public_key(text(keydir, KEY_TYPES[kty][1])).pem
     for alg in ("RS256", "ES256", "EdDSA", "HS256"):
         if alg == KEY_TYPES[kty][5]:
-            assert isinstance(keys.load_verify_pem(pem, alg), KEY_CLASSES[kty])
+            assert isinstance(public_keys.load_verify_pem(pem, alg), KEY_CLASSES[kty])
         else:
             with pytest.raises(KeyImportError, match=f"does not fit {alg}"):
-                keys.load_verify_pem(pem, alg)
+                public_keys.load_verify_pem(pem, alg)
     p384 = text(keydir, "p384_pub.pem")  # never stored, but never loaded for ES256 either
     with pytest.raises(KeyImportError):
-        keys.load_verify_pem(p384, "ES256")
+        public_keys.load_verify_pem(p384, "ES256")
 
 
 @pytest.mark.django_db
@@ -287,13 +289,13 @@ def test_a_registered_key_stores_the_algorithm_its_type_pins(keydir, kty):
 def test_ssh_keygen_public_key_line(keydir):
     line = text(keydir, "id_rsa.pub")
     assert line.startswith("ssh-rsa ")
-    info = keys.parse_public_key(line)
+    info = public_keys.parse_public_key(line)
     ssh_private = serialization.load_ssh_private_key((keydir / "id_rsa").read_bytes(), None)
     assert info.key.public_numbers() == ssh_private.public_key().public_numbers()
 
 
 def test_bytes_and_surrounding_whitespace(keydir):
-    info = keys.parse_public_key(b"\n\n  " + (keydir / "spki.pem").read_bytes() + b"\n\n")
+    info = public_keys.parse_public_key(b"\n\n  " + (keydir / "spki.pem").read_bytes() + b"\n\n")
     assert info.pem == text(keydir, "spki.pem")
 
 
@@ -310,7 +312,7 @@ def test_rfc7638_example_thumbprint():
         "alg": "RS256",
         "kid": "2011-04-29",
     }
-    info = keys.parse_public_key(json.dumps(jwk))
+    info = public_keys.parse_public_key(json.dumps(jwk))
     assert info.thumbprint == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
     assert info.jwk_kid == "2011-04-29"
 
@@ -366,7 +368,7 @@ PASTED_FORMS = {
 @pytest.mark.parametrize("source", ["spki.pem", "pkcs1_pub.pem", "cert.pem"])
 def test_a_pem_pasted_from_json_or_an_environment_variable_is_accepted(keydir, source, form):
     pasted = PASTED_FORMS[form](text(keydir, source))
-    info = keys.parse_public_key(pasted)
+    info = public_keys.parse_public_key(pasted)
     assert info.pem == text(keydir, "spki.pem")
 
 
@@ -376,9 +378,9 @@ def test_a_pem_pasted_from_json_or_an_environment_variable_is_accepted(keydir, s
     ids=["json string", "single quotes"],
 )
 def test_a_quoted_jwk_or_ssh_line_is_accepted(keydir, wrap):
-    jwk = keys.parse_public_key(wrap(json.dumps(rsa_jwk(keydir))))
+    jwk = public_keys.parse_public_key(wrap(json.dumps(rsa_jwk(keydir))))
     assert jwk.pem == text(keydir, "spki.pem")
-    ssh = keys.parse_public_key(wrap(text(keydir, "id_rsa.pub").strip()))
+    ssh = public_keys.parse_public_key(wrap(text(keydir, "id_rsa.pub").strip()))
     assert ssh.bits == 2048
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
-from .. import keys, tokens
+from .. import public_keys, tokens
 from ..conf import MAX_GRACE_HOURS, app_settings
 from ..exceptions import KeyStateError, TokenError
 from ..integrations import DEFAULT_INTEGRATION, check_new
@@ -348,7 +348,7 @@ class PublicKeyForm(forms.Form):
 
     public_key = forms.CharField(
         label=_("Public key"),
-        max_length=keys.MAX_KEY_TEXT,
+        max_length=public_keys.MAX_KEY_TEXT,
         widget=forms.Textarea(attrs={**_TEXTAREA, "class": "vLargeTextField chat-mono"}),
         help_text=_(
             "RSA of at least 2048 bits (RS256), EC P-256 (ES256) or Ed25519 (EdDSA); its "

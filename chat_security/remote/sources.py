@@ -32,7 +32,7 @@ from django.db import Error as DjangoDBError
 from django.db import transaction
 from django.db.models import Q
 
-from .. import clock, keyring, keys, metrics
+from .. import clock, keyring, metrics, public_keys
 from ..conf import app_settings, register_cache
 from ..exceptions import ChatSecurityError, KeyImportError, KeyStateError, KeyStoreUnavailable
 from ..integrations import DEFAULT_INTEGRATION, accepted
@@ -107,7 +107,7 @@ def parse_key_set(
             skipped.append(f"{name}: kty {str(jwk.get('kty'))[:20]!r} is not RSA, EC or OKP")
             continue
         try:
-            info = keys.public_key_from_jwk(jwk)
+            info = public_keys.public_key_from_jwk(jwk)
         except KeyImportError as exc:
             skipped.append(f"{name}: {exc}")
             continue

@@ -19,7 +19,7 @@ from django.test import override_settings
 from joserfc import jwe
 from joserfc.jwk import RSAKey
 
-from chat_security import checks, keys, tokens, verified
+from chat_security import checks, keys, public_keys, tokens, verified
 from chat_security.exceptions import (
     ChatSecurityError,
     KeyImportError,
@@ -333,7 +333,7 @@ def test_deeply_nested_jwk_is_refused_not_a_recursion_error():
     # Before: RecursionError escaped (a CLI traceback, a 500 in the admin).
     text = '{"kty": "RSA", "n": ' + "[" * 30_000 + "]" * 30_000 + "}"
     with pytest.raises(KeyImportError):
-        keys.parse_public_key(text)
+        public_keys.parse_public_key(text)
     before = store_state()
     with pytest.raises(KeyImportError):
         Key.objects.add_public_key(text)
@@ -346,7 +346,7 @@ def test_jwk_with_any_private_member_is_refused(member):
     # was accepted as a public key.
     jwk = RSAKey.import_key(public_pem(rsa_key(1))).as_dict(private=False)
     with pytest.raises(KeyImportError, match="private"):
-        keys.parse_public_key(json.dumps({**jwk, member: "AQAB"}))
+        public_keys.parse_public_key(json.dumps({**jwk, member: "AQAB"}))
 
 
 # -- system checks -----------------------------------------------------------------------------

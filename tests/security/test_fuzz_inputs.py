@@ -13,7 +13,7 @@ import string
 
 import pytest
 
-from chat_security import keys, tokens
+from chat_security import public_keys, tokens
 from chat_security.exceptions import ERROR_CODES, KeyImportError, TokenError
 from chat_security.models import Key
 
@@ -237,10 +237,10 @@ def test_key_import_only_raises_key_import_error():
         )
         for text in (rng.choice(prefixes) + body, rng.randbytes(rng.randint(0, 200))):
             with pytest.raises(KeyImportError):
-                keys.parse_public_key(text)
+                public_keys.parse_public_key(text)
     for junk in ({"kty": "RSA", "n": [], "e": {}}, {"kty": "RSA", "n": "", "e": ""}, {"keys": {}}):
         with pytest.raises(KeyImportError):
-            keys.parse_public_key(json.dumps(junk))
+            public_keys.parse_public_key(json.dumps(junk))
 
 
 def test_random_rs256_signatures(store, clock):
