@@ -10,7 +10,7 @@ class ChatSecurityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, receivers  # noqa: F401  (registers checks and receivers)
+        from . import checks, deploy_checks, receivers  # noqa: F401  (registers checks, receivers)
         from .log import install
 
         install()  # keeps tokens and private data out of the package's log records

@@ -32,6 +32,12 @@ def utc(ts: float, now: float | None = None) -> str:
     return f"{when:%Y-%m-%d %H:%M} UTC"
 
 
+def exact_utc(value: datetime) -> str:
+    """'2027-01-15 10:02:07 UTC': to the second, for a revocation refuses tokens by
+    ``iat``, which has seconds."""
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
 def relative(ts: float, now: float) -> str:
     """'in 42 min', '3 min ago' or 'just now'."""
     delta = ts - now

@@ -100,3 +100,15 @@ def clock(monkeypatch):
     c = Clock()
     monkeypatch.setattr(clock_module, "now", c)
     return c
+
+
+@pytest.fixture
+def snapshot_not_rechecked():
+    """For tests that count a page's queries: no version check falls due between two
+    measured requests however slowly the machine runs (KEY_CACHE_SECONDS: an hour).
+    This process's own changes still reach its snapshot at once (they invalidate it
+    locally), so the page shows what the test wrote."""
+    from tests.tokencraft import chat_settings
+
+    with chat_settings({"KEY_CACHE_SECONDS": 3600}):
+        yield

@@ -136,7 +136,7 @@ def test_support_staff_see_no_charts_and_read_no_traffic(clock):
 
 
 def test_the_panels_queries_do_not_grow_with_integrations_keys_or_hours(
-    admin, clock, django_assert_num_queries
+    admin, clock, django_assert_num_queries, snapshot_not_rechecked
 ):
     admin.get(BASE)  # warms the session and this process's key snapshot
     with CaptureQueriesContext(connection) as alone:

@@ -146,7 +146,7 @@ def test_at_most_failure_samples_are_shown(clock):
 
 @pytest.mark.parametrize("role", ["support", "admin"])
 def test_panel_queries_do_not_grow_with_integrations_or_failures(
-    role, clock, django_assert_num_queries
+    role, clock, django_assert_num_queries, snapshot_not_rechecked
 ):
     SecurityConfig.load()
     client = client_for(role)

@@ -1,4 +1,5 @@
-"""System checks (chat_security.checks): each id fires for a bad value, none for the defaults."""
+"""System checks (chat_security.checks, and the middleware checks of deploy_checks):
+each id fires for a bad value, none for the defaults."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from chat_security import checks
+from chat_security import checks, deploy_checks
 from chat_security.conf import DEFAULTS, DURATIONS, ChatSecuritySettings, app_settings
 
 from .tokencraft import chat_settings
@@ -22,7 +23,7 @@ GOOD_KEY = "an-encryption-key-of-at-least-32-characters"
 def ids(overrides: dict | None = None, **django_settings) -> list[str]:
     conf = {"ENCRYPTION_KEYS": [GOOD_KEY], **(overrides or {})}
     with override_settings(CHAT_SECURITY=conf, **django_settings):
-        found = checks.check_settings() + checks.check_middleware()
+        found = checks.check_settings() + deploy_checks.check_middleware()
     return [m.id for m in found]
 
 
@@ -222,7 +223,7 @@ def test_e016_site_wide_cache_order(stack, expected):
 
 def test_e016_names_the_cache_middleware_and_the_fix():
     with override_settings(MIDDLEWARE=[UPDATE, SESSION, AUTH, FETCH, OURS]):
-        (error,) = checks.check_middleware()
+        (error,) = deploy_checks.check_middleware()
     assert error.id == "chat_security.E016"
     assert FETCH in error.msg and "before" in error.msg
     assert "FetchFromCacheMiddleware" in error.hint and "last" in error.hint
@@ -266,7 +267,7 @@ def test_migrations_are_complete():
 
 def test_e022_when_the_middleware_is_missing(settings):
     """Issue 17, item 6: an error (it was W002, then a 500 in views reading chat_identity)."""
-    from chat_security.checks import check_middleware
+    from chat_security.deploy_checks import check_middleware
 
     settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != OURS]
     [error] = check_middleware()
@@ -279,7 +280,7 @@ def test_e022_when_the_middleware_is_missing(settings):
 
 
 def test_w008_when_the_middleware_is_listed_twice(settings):
-    from chat_security.checks import check_middleware
+    from chat_security.deploy_checks import check_middleware
 
     settings.MIDDLEWARE = [*settings.MIDDLEWARE, OURS]
     [warning] = check_middleware()
@@ -313,7 +314,7 @@ def test_the_cli_refuses_to_act_on_a_stray_setting():
 
 
 def test_no_middleware_message_when_it_is_in_place():
-    from chat_security.checks import check_middleware
+    from chat_security.deploy_checks import check_middleware
 
     assert check_middleware() == []
 

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from chat_security import checks
+from chat_security import checks, deploy_checks
 from chat_security.models import Integration, Key, SecurityConfig
 
 
@@ -40,7 +40,7 @@ def test_a_scheduled_switch_is_named_in_w003_and_ends_it_when_due(clock):
     Key.objects.generate_secret("t")
     SecurityConfig.set_enabled(False, "t")
     SecurityConfig.schedule_on(datetime.fromtimestamp(clock.t + 7200, tz=UTC), "t")
-    [warning] = [m for m in checks.check_deploy_key_store(databases=["default"])]
+    [warning] = [m for m in deploy_checks.check_deploy_key_store(databases=["default"])]
     assert warning.id == "chat_security.W003"
     assert "until " in warning.msg and "UTC (scheduled)" in warning.msg, warning.msg
     assert "let the schedule do it" in warning.hint
@@ -105,6 +105,6 @@ def test_an_unmigrated_key_store_is_w007(monkeypatch):
         raise DatabaseError("no such table: chat_security_integration\nmore")
 
     monkeypatch.setattr(Integration.objects, "filter", broken)
-    messages = checks.check_deploy_key_store(databases=["default"])
+    messages = deploy_checks.check_deploy_key_store(databases=["default"])
     assert [m.id for m in messages] == ["chat_security.W007"]
     assert "no such table" in messages[0].msg and "\n" not in messages[0].msg

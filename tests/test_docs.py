@@ -174,3 +174,19 @@ def test_the_system_checks_page_lists_every_check_the_code_and_tests_name():
             named |= {f"chat_security.{i}" for i in re.findall(r"[\"']([EW]\d{3})[\"']", body)}
     assert len(named) >= 25, named
     assert named <= set(documented), sorted(named - set(documented))
+
+
+TEST_ID = re.compile(r"`(tests/[\w/]+\.py)::(\w+)")
+
+
+def test_every_test_a_page_cites_exists():
+    """A page that says a promise is "proved by" a test names one that runs."""
+    cited = {(page.name, path, name) for page in MARKDOWN for path, name in
+             TEST_ID.findall(page.read_text(encoding="utf-8"))}  # fmt: skip
+    assert len(cited) > 50, "the pattern finds the citations (SECURITY.md has many)"
+    missing = [
+        (page, path, name)
+        for page, path, name in sorted(cited)
+        if not re.search(rf"^(async )?def {name}\(", (ROOT / path).read_text(), re.MULTILINE)
+    ]
+    assert missing == []

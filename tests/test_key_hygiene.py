@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from chat_security import checks, hygiene, keys, tokens
+from chat_security import deploy_checks, hygiene, keys, tokens
 from chat_security.exceptions import TokenError
 from chat_security.models import Integration, Key, KeyKind, KeySource, KeyState
 
@@ -58,7 +58,7 @@ def add_remote_keys(integration: str, clock) -> str:
 
 
 def w009(*, database: bool = True) -> list:
-    return checks.check_deploy_key_age(databases=["default"] if database else None)
+    return deploy_checks.check_deploy_key_age(databases=["default"] if database else None)
 
 
 def due_kids(messages) -> set[str]:

@@ -198,9 +198,9 @@ def test_a_failing_flush_does_not_break_the_callers_transaction(clock, monkeypat
 
 
 def _e020() -> list:
-    from chat_security import checks
+    from chat_security import deploy_checks
 
-    return checks.check_deploy_key_material(databases=["default"])
+    return deploy_checks.check_deploy_key_material(databases=["default"])
 
 
 @pytest.mark.django_db
@@ -263,10 +263,10 @@ def test_e020_names_every_usable_key_it_cannot_decrypt_and_no_other(clock):
 
 @pytest.mark.django_db
 def test_e020_reads_nothing_without_database(django_assert_num_queries):
-    from chat_security import checks
+    from chat_security import deploy_checks
 
     with django_assert_num_queries(0):
-        assert checks.check_deploy_key_material(databases=None) == []
+        assert deploy_checks.check_deploy_key_material(databases=None) == []
 
 
 @pytest.mark.django_db

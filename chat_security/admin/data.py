@@ -1,7 +1,11 @@
-"""Read side of the Developer – WebChat panel: key tables, usage, traffic, audit.
+"""Read side of the Developer – WebChat panel: each integration's part and the page.
 
-Only reads; never holds secret material (a secret shows as its prefix and
-fingerprint). Times are shown in UTC like the token tester's hints.
+The sections' HTML ids, each integration's part (rules, switch, keys by kind,
+key source, links) and ``manager_data``, which reads everything the
+key-management sections show in a fixed number of queries. A key's row is
+built by ``key_rows``, the revoked users by ``revoked_users``, the traffic by
+``traffic``. Only reads; never holds secret material (a secret shows as its
+prefix and fingerprint). Times are shown in UTC like the token tester's hints.
 """
 
 from __future__ import annotations
@@ -13,25 +17,18 @@ from django.db.models import Max
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
-from .. import clock, hygiene, views
+from .. import hygiene, views
 from .. import usage as usage_counters
 from ..conf import app_settings
-from ..integrations import DEFAULT_INTEGRATION, DEFAULT_USER_SPACE
-from ..models import (
-    AuditEntry,
-    Integration,
-    Key,
-    KeyKind,
-    KeySource,
-    KeyState,
-    RevokedUser,
-)
+from ..integrations import DEFAULT_INTEGRATION
+from ..models import AuditEntry, Integration, Key, KeyKind, KeySource, KeyState
 from ..timefmt import countdown, relative, utc
 from . import traffic as traffic_data
 from .forms import default_grace_hours
+from .key_rows import key_row, newest_active
+from .revoked_users import revoked_users_summary
 
 RECENT_AUDIT = 10
-RECENT_REVOKED_USERS = 5
 #: Where the documentation (docs/http.md) tells projects to route ``chat_security.views.jwks``.
 JWKS_SUGGESTED_PATH = "/.well-known/chat-security/jwks.json"
 #: Where an integration's signing keys are published (SPEC §13).
@@ -69,16 +66,6 @@ def anchor_of(key: Key, integration: str = DEFAULT_INTEGRATION) -> str:
     return anchor(integration, ANCHORS.get(key.kind, "secrets"))
 
 
-def _newest_active(keys: list[Key], now: float) -> dict[str, float]:
-    """kind -> creation time of its newest active key (the rotation moment)."""
-    newest: dict[str, float] = {}
-    for key in keys:
-        if key.state(now) == KeyState.ACTIVE:
-            created = key.created_at.timestamp()
-            newest[key.kind] = max(newest.get(key.kind, created), created)
-    return newest
-
-
 def rotation_notices(keys: list[Key], now: float, integration: str) -> list[dict[str, Any]]:
     """Key hygiene (SPEC §15): the integration's active keys older than
     ROTATION_REMINDER_DAYS, from the keys the panel has already read (no query)."""
@@ -94,59 +81,6 @@ def rotation_notices(keys: list[Key], now: float, integration: str) -> list[dict
         }
         for due in hygiene.due_keys(keys, now, integration)
     ]
-
-
-def _report_interval() -> str:
-    return f"workers report use every {int(app_settings.USAGE_FLUSH_SECONDS)} s"
-
-
-def _idle_note(key: Key, state: str, now: float, rotated_at: float | None) -> str:
-    """For a key in grace: what the counters know of its use, and no more."""
-    if state != KeyState.GRACE:
-        return ""
-    last = clock.timestamp(key.last_used)
-    if rotated_at is not None and (last is None or last < rotated_at):
-        return (
-            f"No use recorded since the rotation ({relative(rotated_at, now)}); "
-            f"{_report_interval()}, so a use in the last interval may not show yet."
-        )
-    if last is None:
-        return f"No use recorded yet; {_report_interval()}."
-    return (
-        f"Last use recorded {relative(last, now)}; {_report_interval()}. "
-        "Switch the signer to the active key before revoking."
-    )
-
-
-def key_row(
-    key: Key, now: float, rotated_at: float | None = None, integration: str = DEFAULT_INTEGRATION
-) -> dict[str, Any]:
-    state = key.state(now)
-    last = clock.timestamp(key.last_used)
-    stopped = key.stopped_at() if state in (KeyState.RETIRED, KeyState.REVOKED) else None
-    return {
-        "kid": key.kid,
-        "kind": key.kind,
-        "alg": key.alg,
-        "integration": integration,
-        "state": state,
-        "state_label": KeyState(state).label,
-        "masked": key.masked,
-        "fingerprint": key.fingerprint,
-        "bits": key.bits,
-        "created": utc(key.created_at.timestamp()),
-        "created_by": key.created_by,
-        # A key revoked during its grace never reaches that end: don't show it.
-        "grace_end": utc(key.grace_until.timestamp())
-        if key.grace_until and (key.revoked_at is None or key.revoked_at >= key.grace_until)
-        else "",
-        "stopped": utc(stopped) if stopped is not None else "",
-        "last_used": relative(last, now) if last is not None else "",
-        "last_used_at": utc(last) if last is not None else "",
-        "use_count": key.use_count,
-        "revocable": key.revoked_at is None,
-        "idle_note": _idle_note(key, state, now, rotated_at),
-    }
 
 
 def _routed(request: HttpRequest, view: Any, **kwargs: str) -> str | None:
@@ -255,7 +189,7 @@ def integration_data(
     """One integration's part of the panel: rules, switch, keys by kind, its key
     source (``key_source_data``), links."""
     name = row.name
-    newest = _newest_active(keys, now)
+    newest = newest_active(keys, now)
     rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KeyKind.values}
     for key in keys:
         rows[key.kind].append(key_row(key, now, newest.get(key.kind), name))
@@ -413,132 +347,3 @@ def key_source_parts(now: float) -> list[dict[str, Any]]:
     sources = key_sources(now)
     names = sorted(sources, key=lambda name: (name != DEFAULT_INTEGRATION, name))
     return [{"name": name, "ids": anchors(name), "key_source": sources[name]} for name in names]
-
-
-# -- revoked users ---------------------------------------------------------------------
-
-
-def exact_utc(value: datetime) -> str:
-    """To the second: a revocation refuses tokens by ``iat``, which has seconds."""
-    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-
-
-def revoked_user_row(revoked: RevokedUser, now: float) -> dict[str, Any]:
-    first = revoked.first_revoked_at
-    return {
-        "user_id": revoked.user_id,
-        "user_space": revoked.user_space,
-        "since": exact_utc(revoked.revoked_at),
-        "since_relative": relative(revoked.revoked_at.timestamp(), now),
-        # shown only when a later revocation moved the iat cut-off
-        "first": exact_utc(first) if first and first != revoked.revoked_at else "",
-        "by": revoked.revoked_by,
-    }
-
-
-def revoked_users_summary(now: float) -> dict[str, Any]:
-    """The panel's *Revoke a user* section: the newest few and how many in all.
-
-    ``revoked_in_other_spaces``: one of them is in a user space other than
-    ``default``'s, so the table names each one's space even on a site that now has
-    one integration (the one that owned it was removed; its revocations stay).
-    """
-    newest = RevokedUser.objects.order_by("-revoked_at", "-pk")[:RECENT_REVOKED_USERS]
-    rows = [revoked_user_row(r, now) for r in newest]
-    return {
-        "revoked_users": rows,
-        "revoked_in_other_spaces": any(r["user_space"] != DEFAULT_USER_SPACE for r in rows),
-        "revoked_users_count": RevokedUser.objects.count(),
-    }
-
-
-def _user_space_warning(integration: Integration) -> str:
-    """Who else the revocation holds for (SPEC §13); "" when ``default`` is alone in it."""
-    space = integration.user_space
-    if integration.own_users:
-        return (
-            f"It holds in the user space {space} only (integration {integration.name} has "
-            "its own users): a user with this id in default's user space, or in another, "
-            "is not revoked."
-        )
-    sharing = list(
-        Integration.objects.filter(user_space=space).order_by("name").values_list("name", flat=True)
-    )
-    if len(sharing) < 2:  # default alone: a one-chat site reads as before
-        return ""
-    return (
-        f"It holds for every integration that shares default's users ({', '.join(sharing)}): "
-        "they are the same people."
-    )
-
-
-def revoke_user_warnings(user_id: str, now: float, integration: Integration) -> list[str]:
-    """What revoking ``user_id`` in ``integration``'s user space refuses (SPEC §3 step 8,
-    §13), for the confirmation page."""
-    warnings = [
-        "Every token of this user issued before the moment you confirm (an iat before "
-        "it) is refused with token_revoked, on the chat API and on WebSockets.",
-        "Every token of this user without iat is refused too, unless it had already expired.",
-        "Open chat connections of this user are closed (token_revoked).",
-        "Tokens your site issues for this user after this moment are accepted: this ends "
-        "the sessions the user has now. To keep them out, also stop issuing tokens for them.",
-    ]
-    space = _user_space_warning(integration)
-    if space:
-        warnings.insert(0, space)
-    existing = RevokedUser.objects.filter(
-        user_space=integration.user_space, user_id=user_id
-    ).first()
-    if existing is not None:
-        warnings.insert(
-            0,
-            f"This user was already revoked at {exact_utc(existing.revoked_at)} "
-            f"({relative(existing.revoked_at.timestamp(), now)}); revoking again also "
-            "refuses the tokens issued since then.",
-        )
-    warnings.append("A revocation cannot be undone.")
-    return warnings
-
-
-def _signing_key_warnings(key: Key, now: float) -> list[str]:
-    if key.state(now) == KeyState.STAGED:
-        return ["It is the staged next key: it leaves the JWKS and will never sign."]
-    warnings = [
-        "Tokens this site signed with this key pair are refused here from now on, and its "
-        "public key leaves the JWKS; a verifier elsewhere that cached the JWKS accepts them "
-        "until its copy expires (this site serves it with max-age 300)."
-    ]
-    if key.state(now) == KeyState.ACTIVE:
-        warnings.append(
-            "It is the active signing key pair: until you generate a new one, tokens are "
-            "issued with the integration's signing secret, or not at all without one."
-        )
-    return warnings
-
-
-def revoke_warnings(key: Key, now: float, integration: str = DEFAULT_INTEGRATION) -> list[str]:
-    """What revoking ``key`` (of ``integration``) breaks, for the confirmation page."""
-    if key.kind == KeyKind.SECRET:
-        warnings = ["Tokens signed with this secret are refused from now on."]
-        others = [k for k in Key.objects.usable(KeyKind.SECRET, integration) if k.pk != key.pk]
-        if key.is_usable(now) and not others:
-            warnings.append(
-                "It is your only usable signing secret: every HS256 token will be refused "
-                "until you generate a new one."
-            )
-    elif key.kind == KeyKind.PUBLIC_KEY:
-        warnings = ["Tokens signed with the matching private key are refused from now on."]
-    elif key.kind == KeyKind.SIGNING_KEY:
-        warnings = _signing_key_warnings(key, now)
-    else:
-        warnings = [
-            "user_payload encrypted to this key can no longer be decrypted "
-            "(payload_decryption_failed)."
-        ]
-    last = clock.timestamp(key.last_used)
-    if last is not None:
-        warnings.append(
-            f"It was last used {relative(last, now)} ({key.use_count} verifications in total)."
-        )
-    warnings.append("This cannot be undone.")
-    return warnings

@@ -21,8 +21,8 @@ from .. import refusals, usage
 from ..conf import app_settings
 from ..exceptions import ERROR_CODES, HINTS
 from ..models import FailureSample
-from ..timefmt import relative
-from .data import anchor, exact_utc
+from ..timefmt import exact_utc, relative
+from .data import anchor
 
 #: How the panel names a channel.
 CHANNELS = {"http": "HTTP", "websocket": "WebSocket"}

@@ -57,6 +57,7 @@ from .forms import (
     TokenTestForm,
     auto_id,
 )
+from .key_rows import revoke_warnings
 
 csrf_protect_m = method_decorator(csrf_protect)
 sensitive_post_parameters_m = method_decorator(sensitive_post_parameters())
@@ -352,7 +353,7 @@ class DeveloperPanelMixin:
                 crumb=_("Revoke key"),
                 action=self._url("chat_security_revoke_key"),
                 hidden={"kid": key.kid, "confirm": "yes", "integration": target},
-                warnings=admin_data.revoke_warnings(key, clock.now(), target),
+                warnings=revoke_warnings(key, clock.now(), target),
                 submit=_("Yes, revoke it now"),
             )
         try:

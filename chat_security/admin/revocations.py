@@ -25,9 +25,10 @@ from .. import clock
 from ..exceptions import KeyStateError
 from ..integrations import DEFAULT_USER_SPACE
 from ..models import RevokedUser
-from . import data as admin_data
+from ..timefmt import exact_utc
 from .forms import RevokeUserForm
 from .panel import DeveloperPanelMixin, can_manage, can_test, csrf_protect_m
+from .revoked_users import revoke_user_warnings
 
 
 class RevokeUserMixin(DeveloperPanelMixin):
@@ -54,7 +55,7 @@ class RevokeUserMixin(DeveloperPanelMixin):
                 crumb=_("Revoke a user"),
                 action=reverse(f"{self.admin_site.name}:chat_security_revoke_user"),
                 hidden={"user_id": user_id, "integration": name, "confirm": "yes"},
-                warnings=admin_data.revoke_user_warnings(user_id, clock.now(), form.target),
+                warnings=revoke_user_warnings(user_id, clock.now(), form.target),
                 submit=_("Yes, revoke this user now"),
             )
         try:
@@ -67,7 +68,7 @@ class RevokeUserMixin(DeveloperPanelMixin):
             "User %(user_id)s is revoked%(where)s. From now on every token of this user "
             "issued before %(at)s is refused (token_revoked), and so is every token of this "
             "user without iat. Tokens issued after that are accepted."
-        ) % {"user_id": user_id, "where": where, "at": admin_data.exact_utc(revoked.revoked_at)}
+        ) % {"user_id": user_id, "where": where, "at": exact_utc(revoked.revoked_at)}
         return self._done(request, message, "revoke-user")
 
 
@@ -114,11 +115,11 @@ class RevokedUserAdmin(_RevokedUserModelAdmin):
 
     @admin.display(description=gettext_lazy("Revoked at"), ordering="revoked_at")
     def revoked_since(self, obj: RevokedUser) -> str:
-        return admin_data.exact_utc(obj.revoked_at)
+        return exact_utc(obj.revoked_at)
 
     @admin.display(description=gettext_lazy("First revoked at"), ordering="first_revoked_at")
     def first_revoked(self, obj: RevokedUser) -> str:
-        return admin_data.exact_utc(obj.first_revoked_at or obj.revoked_at)
+        return exact_utc(obj.first_revoked_at or obj.revoked_at)
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         panel = reverse(f"{self.admin_site.name}:chat_security_securityconfig_changelist")

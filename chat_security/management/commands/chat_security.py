@@ -18,7 +18,17 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError
 
-from chat_security import checks, diagnosis, hygiene, identity, keys, refusals, tokens, usage
+from chat_security import (
+    checks,
+    deploy_checks,
+    diagnosis,
+    hygiene,
+    identity,
+    keys,
+    refusals,
+    tokens,
+    usage,
+)
 from chat_security.exceptions import ChatSecurityError, TokenError
 from chat_security.management import cli_status
 from chat_security.management.cli_arguments import CliParser, add_subcommands
@@ -58,7 +68,7 @@ class Command(BaseCommand):
         found = (
             *checks.check_settings(),
             *checks.check_stray_settings(),
-            *checks.check_middleware(),
+            *deploy_checks.check_middleware(),
         )
         silenced = set(getattr(settings, "SILENCED_SYSTEM_CHECKS", ()))
         errors = [m for m in found if m.is_serious() and m.id not in silenced]
