@@ -177,13 +177,16 @@ def record(
     user_agent: str | None,
     client: str | None,
     now: float | None = None,
+    count: bool = True,
 ) -> None:
-    """Count a refusal with ``code`` and keep its sample; never raises."""
+    """Count a refusal with ``code`` and keep its sample; never raises. ``count=False``:
+    the sample only (an open socket cut later was counted when it identified)."""
     try:
         now = clock.now() if now is None else now
         kid, iss = _names(token)
         integration = counted_under(integrations, names, iss)
-        usage.count_request(code, now=now, integration=integration)
+        if count:
+            usage.count_request(code, now=now, integration=integration)
         usage.record_failure(
             usage.Failure(
                 at=now, integration=integration, code=code,

@@ -383,6 +383,9 @@ class FakeSocket:
         self.closed_with: str | None = None
         self.integrations = (minted.integration,)
 
+    async def cut(self, error: TokenError) -> None:  # what the watcher calls
+        await self.refuse(error)
+
     async def refuse(self, error: TokenError) -> None:
         self.closed, self.closed_with = True, error.code
 

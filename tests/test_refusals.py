@@ -22,11 +22,11 @@ from django.test import AsyncClient, Client
 from chat_security import keyring, refusals, usage
 from chat_security.conf import app_settings
 from chat_security.exceptions import ERROR_CODES
-from chat_security.models import FailureSample, Integration, Key
+from chat_security.models import FailureSample, Integration, Key, RevokedUser, TrafficStat
 from tests import chat_helpers
 from tests.chat_helpers import bearer, chat_settings, sign
 from tests.test_cli import cli
-from tests.ws_helpers import PATH, expect_close, guarded, open_socket
+from tests.ws_helpers import PATH, expect_close, expect_identified, guarded, open_socket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.chat_urls")]
 secret, token_for = chat_helpers.secret, chat_helpers.token_for
@@ -423,6 +423,35 @@ async def test_a_socket_refused_before_the_engine_leaves_its_sample(secret, cloc
         await expect_close(comm, 4401, "missing_token")
         row = await database_sync_to_async(only_row)()  # before the settings reset
     assert_row(row, code="missing_token", channel="websocket", user_agent="")
+
+
+@pytest.mark.parametrize("ending", ["token_revoked", "expired"])
+async def test_an_open_socket_cut_later_leaves_its_sample_and_is_not_counted_twice(
+    secret, clock, ending
+):
+    """A socket ended after it identified (the user revoked, its token expired) leaves a
+    sample; it was counted once, as signed, when it identified."""
+    key, value = secret
+    token = sign(value, {"sub": "u-1", "iss": "https://app.example", "exp": int(clock.t) + 60},
+                 kid=key.kid)  # fmt: skip
+    app = with_client(guarded(), "203.0.113.5")
+    with chat_settings(KEY_CACHE_SECONDS=0.2):  # the watcher ticks every 0.1 s
+        comm = await open_socket(app, token, headers=[(b"user-agent", CHROME.encode())])
+        await expect_identified(comm, "u-1")
+        if ending == "token_revoked":
+            await database_sync_to_async(RevokedUser.objects.revoke)("u-1")
+        else:
+            clock.advance(60 + app_settings.LEEWAY + 1)
+        await expect_close(comm, 4401, ending, timeout=3)
+        row = await database_sync_to_async(only_row)()
+    assert_row(
+        row, integration="default", code=ending, kid=key.kid, iss="https://app.example",
+        channel="websocket", path=PATH, user_agent="Chrome", network="203.0.113.0/24",
+    )  # fmt: skip
+    counted = await database_sync_to_async(
+        lambda: sorted(TrafficStat.objects.values_list("outcome", "count"))
+    )()
+    assert counted == [("signed", 1)]
 
 
 # -- the CLI: the same rows ----------------------------------------------------------------

@@ -635,7 +635,7 @@ class _Socket:
         self.refused: list[str] = []
         self.integrations = ("default",)
 
-    async def refuse(self, error):
+    async def cut(self, error):
         self.refused.append(error.code)
         self.closed = True
 

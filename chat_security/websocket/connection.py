@@ -188,8 +188,9 @@ class Connection:
         usage.count_request("signed", counted, now, result.integration)
         return ChatIdentity.verified(result)
 
-    def refused(self, code: str, token: str | None, snapshot: keyring.Snapshot | None) -> None:
-        """Count the refusal and keep its sample for the panel (SPEC §15)."""
+    def refused(self, code: str, token: str | None, snapshot: Any, count: bool = True) -> None:
+        """Count the refusal (unless ``count`` is False) and keep its sample for the
+        panel (SPEC §15)."""
         snapshot = snapshot or keyring.last_snapshot()
         try:
             headers = dict(self.scope.get("headers") or ())
@@ -206,6 +207,7 @@ class Connection:
             path=str(self.scope.get("path", "")),
             user_agent=agent,
             client=str(client[0]) if client else None,
+            count=count,
         )
 
     def check_in_loop(self, token: str | None) -> Any:
@@ -396,7 +398,7 @@ class Connection:
         if self.closed or self.expires_at is None:
             return
         if now > self.expires_at + app_settings.LEEWAY:  # the engine's rule for "expired"
-            await self.refuse(TokenError("expired", "the token expired; identify with a new one"))
+            await self.cut(TokenError("expired", "the token expired; identify with a new one"))
         else:
             await self.expiring(now)
 
@@ -417,6 +419,14 @@ class Connection:
     async def refuse(self, exc: TokenError) -> None:
         logger.debug("chat websocket refused: %s", exc.code)
         await self.close(CLOSE_REFUSED, exc.code, exc.one_line)
+
+    async def cut(self, exc: TokenError) -> None:
+        """End an open socket whose token no longer holds (the watcher's re-check, its
+        expiry). Its sample is kept for the panel like a refusal at identification
+        (SPEC §15); it was counted when it identified, so it is not counted again, and
+        nothing here touches the database (it runs on the event loop)."""
+        self.refused(exc.code, self.token, self.checked_against, count=False)
+        await self.refuse(exc)
 
     async def refuse_unchecked(self, exc: TokenError) -> None:
         """Refuse a socket the engine never judged (a token in the URL, no identify

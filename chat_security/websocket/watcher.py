@@ -91,6 +91,8 @@ class Watched(Protocol):
 
     async def refuse(self, exc: TokenError) -> None: ...
 
+    async def cut(self, exc: TokenError) -> None: ...
+
     async def unavailable(self, log: bool = True) -> None: ...
 
     async def on_tick(self, now: float) -> None: ...
@@ -164,7 +166,7 @@ class Watcher:
             if error is None:
                 connection.checked_against = snapshot
             elif isinstance(error, TokenError):
-                await connection.refuse(error)
+                await connection.cut(error)
             else:
                 await connection.unavailable()
 
