@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.db import Error as DjangoDBError  # DatabaseError and InterfaceError alike
 from django.db import transaction
@@ -390,11 +390,12 @@ def _write(usage: dict[str, int], last_use: dict[str, float], traffic: dict[Buck
             last_used=Greatest(Coalesce("last_used", when), when),
         )
     for (hour, integration, outcome, kid), count in traffic.items():
-        at = datetime.fromtimestamp(hour * 3600, tz=UTC)
-        stat, _created = TrafficStat.objects.get_or_create(
-            hour=at, integration=integration, outcome=outcome, kid=kid
-        )
-        TrafficStat.objects.filter(pk=stat.pk).update(count=F("count") + count)
+        bucket: dict[str, Any] = {"hour": datetime.fromtimestamp(hour * 3600, tz=UTC),
+                  "integration": integration, "outcome": outcome, "kid": kid}  # fmt: skip
+        row = TrafficStat.objects.filter(**bucket)
+        if not row.update(count=F("count") + count):  # one query once the hour's row exists
+            TrafficStat.objects.get_or_create(**bucket)  # another worker may make it first
+            row.update(count=F("count") + count)
 
 
 def pending() -> bool:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
+from django.test.utils import CaptureQueriesContext
 
 from chat_security import usage
 from chat_security.models import Key, TrafficStat
@@ -99,3 +100,15 @@ def test_a_finished_threads_counts_are_written_and_then_forgotten(clock):
     assert usage.flush_usage()
     assert Key.objects.get(pk=key.pk).use_count == 5
     assert all(t.thread is not worker for t in usage._State.tallies)
+
+
+def test_an_hour_already_written_costs_one_update_per_bucket(clock):
+    usage.record_traffic("unsigned", integration="ios")
+    assert usage.flush_usage()  # the hour's row is made
+    usage.record_traffic("unsigned", integration="ios")
+    usage.record_traffic("unsigned", integration="ios")
+    with CaptureQueriesContext(connection) as flushed:
+        assert usage.flush_usage()
+    traffic = [q["sql"] for q in flushed.captured_queries if "trafficstat" in q["sql"]]
+    assert len(traffic) == 1 and traffic[0].startswith("UPDATE"), traffic
+    assert TrafficStat.objects.get(integration="ios", outcome="unsigned").count == 3
