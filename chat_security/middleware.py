@@ -31,7 +31,6 @@ from .identity_types import ChatIdentity
 from .integrations import DEFAULT
 from .log import get_logger, where
 from .marks import anonymous_id_for, finish
-from .models import KeyKind
 from .placement import missing_token_detail
 from .session import bind_subject, bound_subjects, existing_session
 
@@ -376,7 +375,5 @@ class ChatSecurityMiddleware:
         )
         result, now = tokens.verify_at(token, bound_subjects(session), snapshot, now, names)
         bind_subject(session, result.user_id, result.user_space)
-        # The key's use counted with it (a fetched key's uses are not counted: no row).
-        counted = result.kid if result.key_kind != KeyKind.REMOTE_KEY else None
-        usage.count_request("signed", counted, now, result.integration)
+        usage.count_verified(result, now)  # the key's use counted with it
         return ChatIdentity.verified(result)

@@ -38,7 +38,7 @@ from . import clock
 from .conf import app_settings
 from .integrations import DEFAULT_INTEGRATION
 from .log import get_logger
-from .models import FailureSample, Key, TrafficStat
+from .models import FailureSample, Key, KeyKind, TrafficStat
 
 logger = get_logger("chat_security.usage")
 
@@ -186,6 +186,13 @@ def count_request(
             record_signed(kid, now, integration)
     except Exception:  # noqa: BLE001
         logger.debug("chat traffic counter not recorded", exc_info=True)
+
+
+def count_verified(result: Any, now: float | None = None) -> None:
+    """Count a request verified as ``result`` (a VerifiedToken): "signed" under its
+    integration, with its key's use; a fetched key's uses are not counted (no row)."""
+    kid = result.kid if result.key_kind != KeyKind.REMOTE_KEY else None
+    count_request("signed", kid, now, result.integration)
 
 
 def record_failure(failure: Failure) -> None:

@@ -22,7 +22,6 @@ from ..exceptions import KeyStoreUnavailable, KeyUnreadable, TokenError
 from ..identity_types import ChatIdentity
 from ..integrations import DEFAULT, DEFAULT_USER_SPACE
 from ..log import get_logger, where
-from ..models import KeyKind
 from ..placement import query_has_token
 from ..session import bind_subject, bound_subjects, existing_session
 from .protocol import (
@@ -183,9 +182,7 @@ class Connection:
             self.refused(exc.code, token, snapshot)
             raise
         _bind(session, result.user_id, result.user_space)
-        # The key's use counted with it (a fetched key's uses are not counted: no row).
-        counted = result.kid if result.key_kind != KeyKind.REMOTE_KEY else None
-        usage.count_request("signed", counted, now, result.integration)
+        usage.count_verified(result, now)  # the key's use counted with it
         return ChatIdentity.verified(result)
 
     def refused(self, code: str, token: str | None, snapshot: Any, count: bool = True) -> None:
