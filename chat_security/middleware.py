@@ -115,7 +115,6 @@ def refused(
     request: HttpRequest, code: str, names: Sequence[str], snapshot: keyring.Snapshot | None
 ) -> None:
     """Count the refusal and keep its sample for the panel (SPEC §15)."""
-    snapshot = snapshot or keyring.last_snapshot()
     try:
         token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
     except TokenError:
@@ -124,7 +123,7 @@ def refused(
         code,
         token=token,
         names=names,
-        integrations=snapshot.integrations if snapshot is not None else None,
+        snapshot=snapshot,
         channel="http",
         path=request.path_info,
         user_agent=request.META.get("HTTP_USER_AGENT"),

@@ -27,7 +27,7 @@ from typing import Any
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
-from . import clock, usage
+from . import clock, keyring, usage
 from .conf import app_settings
 from .exceptions import ERROR_CODES, TokenError
 from .integrations import DEFAULT_INTEGRATION, select
@@ -171,7 +171,7 @@ def record(
     *,
     token: str | bytes | None,
     names: Sequence[str],
-    integrations: Mapping[str, Any] | None,
+    snapshot: Any,
     channel: str,
     path: str,
     user_agent: str | None,
@@ -179,9 +179,13 @@ def record(
     now: float | None = None,
     count: bool = True,
 ) -> None:
-    """Count a refusal with ``code`` and keep its sample; never raises. ``count=False``:
-    the sample only (an open socket cut later was counted when it identified)."""
+    """Count a refusal with ``code`` and keep its sample; never raises. ``snapshot``:
+    the key snapshot the request was judged with (None: this process's last one, never
+    a query), for the integration it belongs to. ``count=False``: the sample only (an
+    open socket cut later was counted when it identified)."""
     try:
+        snapshot = snapshot or keyring.last_snapshot()
+        integrations = snapshot.integrations if snapshot is not None else None
         now = clock.now() if now is None else now
         kid, iss = _names(token)
         integration = counted_under(integrations, names, iss)

@@ -188,7 +188,6 @@ class Connection:
     def refused(self, code: str, token: str | None, snapshot: Any, count: bool = True) -> None:
         """Count the refusal (unless ``count`` is False) and keep its sample for the
         panel (SPEC §15)."""
-        snapshot = snapshot or keyring.last_snapshot()
         try:
             headers = dict(self.scope.get("headers") or ())
             agent = headers.get(b"user-agent", b"").decode("latin-1")
@@ -199,7 +198,7 @@ class Connection:
             code,
             token=token,
             names=self.integrations,
-            integrations=snapshot.integrations if snapshot is not None else None,
+            snapshot=snapshot,
             channel="websocket",
             path=str(self.scope.get("path", "")),
             user_agent=agent,
