@@ -82,11 +82,9 @@ def read(now: float) -> dict[str, Traffic]:
         return found.setdefault(name, Traffic(first_hour, first_day))
 
     rows = TrafficStat.objects.filter(hour__lt=end)
-    hourly = (
-        rows.filter(hour__gte=_at(first_hour * HOUR))
-        .values("integration", "outcome", "kid", "hour")
-        .annotate(n=Sum("count"))
-        .values_list("integration", "outcome", "kid", "hour", "n")
+    # A row is one (hour, integration, outcome, kid) already: nothing to add up.
+    hourly = rows.filter(hour__gte=_at(first_hour * HOUR)).values_list(
+        "integration", "outcome", "kid", "hour", "count"
     )
     for name, outcome, kid, hour, n in hourly:
         traffic, kind = of(name), _kind(outcome)
